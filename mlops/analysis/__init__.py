@@ -1,0 +1,1 @@
+"""Statistics on results: comparisons, drift, quality (pure: numpy/scipy/pandas in, result models out)."""

@@ -1,0 +1,41 @@
+"""Where the tool's settings come from: ``[tool.mlops]`` in the repository's pyproject.toml, then the environment.
+
+Environment variables win, so CI and teams can point the same repository at shared
+services (``MLOPS_STORE=s3://bucket/prefix``) without editing it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops.errors import InputError
+
+DEFAULT_STORE = ".mlops/store"
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    store: str
+
+
+def load_settings(root: Path) -> Settings:
+    table: dict[str, object] = {}
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{pyproject}: cannot read settings: {exc}") from None
+        tool = data.get("tool", {})
+        found = tool.get("mlops", {}) if isinstance(tool, dict) else {}
+        if not isinstance(found, dict):
+            raise InputError(f"{pyproject}: [tool.mlops] must be a table")
+        table = found
+    store = os.environ.get("MLOPS_STORE") or table.get("store") or DEFAULT_STORE
+    if not isinstance(store, str):
+        raise InputError(f"{pyproject}: [tool.mlops] store must be a string (a folder or s3://bucket/prefix)")
+    return Settings(root=root, store=store)

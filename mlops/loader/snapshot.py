@@ -1,0 +1,154 @@
+"""A repository state to validate: the working tree, or a commit read from git objects.
+
+Both give the manifest paths, their bytes and their git blob ids; loading turns
+them into :class:`SourceDocument` values through the parse cache.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from mlops.errors import Category, Problem
+from mlops.loader.cache import ParseCache, blob_id, stat_key
+from mlops.loader.yaml_read import read_manifest
+from mlops.validation import SourceDocument
+from mlops.validation.layout import MANAGED_ROOTS, is_manifest_path
+
+Progress = Callable[[int, int], None]
+
+
+class Snapshot(Protocol):
+    label: str
+
+    def paths(self) -> list[str]: ...
+
+    def read(self, path: str) -> bytes: ...
+
+
+class WorktreeSnapshot:
+    """The files on disk under ``root``, as the user sees them (uncommitted edits included)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.label = "working tree"
+        self._stats: dict[str, os.stat_result] | None = None
+
+    def _scan(self) -> dict[str, os.stat_result]:
+        if self._stats is None:
+            found: dict[str, os.stat_result] = {}
+            for top in MANAGED_ROOTS:
+                self._walk(self.root / top, top, found)
+            self._stats = dict(sorted(found.items()))
+        return self._stats
+
+    def _walk(self, directory: Path, rel: str, found: dict[str, os.stat_result]) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = f"{rel}/{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                self._walk(Path(entry.path), child, found)
+            elif is_manifest_path(child):
+                found[child] = entry.stat(follow_symlinks=False)
+
+    def paths(self) -> list[str]:
+        return list(self._scan())
+
+    def read(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
+    def blob(self, path: str, cache: ParseCache) -> tuple[str, bytes | None]:
+        st = self._scan()[path]
+        key = stat_key(st)
+        known = cache.blob_for(path, key)
+        if known is not None:
+            return known, None
+        data = self.read(path)
+        blob = blob_id(data)
+        cache.remember_stat(path, key, blob)
+        return blob, data
+
+    def is_regular(self, path: str) -> bool:
+        return stat_module.S_ISREG(self._scan()[path].st_mode)
+
+
+class GitSnapshot:
+    """The manifests of one commit, read from git's objects (the working tree is not touched)."""
+
+    def __init__(self, label: str, blobs: dict[str, str], reader: Callable[[str], bytes]) -> None:
+        self.label = label
+        self._blobs = blobs
+        self._reader = reader
+
+    def paths(self) -> list[str]:
+        return sorted(self._blobs)
+
+    def read(self, path: str) -> bytes:
+        return self._reader(self._blobs[path])
+
+    def blob(self, path: str, cache: ParseCache) -> tuple[str, bytes | None]:
+        return self._blobs[path], None
+
+    def is_regular(self, path: str) -> bool:
+        return True
+
+
+class _Loadable(Snapshot, Protocol):
+    def blob(self, path: str, cache: ParseCache) -> tuple[str, bytes | None]: ...
+
+    def is_regular(self, path: str) -> bool: ...
+
+
+def load_documents(snapshot: _Loadable, cache: ParseCache, progress: Progress | None = None) -> list[SourceDocument]:
+    paths = snapshot.paths()
+    documents = list(_load(snapshot, paths, cache, progress))
+    if isinstance(snapshot, WorktreeSnapshot):
+        cache.forget_missing(set(paths))
+    cache.save()
+    return documents
+
+
+def _load(
+    snapshot: _Loadable, paths: list[str], cache: ParseCache, progress: Progress | None
+) -> Iterator[SourceDocument]:
+    total = len(paths)
+    for done, path in enumerate(paths, 1):
+        if progress is not None and (done % 250 == 0 or done == total):
+            progress(done, total)
+        if not snapshot.is_regular(path):
+            problem = Problem(
+                path,
+                "not a regular file (symbolic links are not followed)",
+                category=Category.UNREADABLE,
+                code="unreadable",
+            )
+            yield SourceDocument(path, None, (problem,))
+            continue
+        try:
+            blob, data = snapshot.blob(path, cache)
+        except OSError as exc:
+            problem = Problem(
+                path, f"cannot read: {exc.strerror or exc}", category=Category.UNREADABLE, code="unreadable"
+            )
+            yield SourceDocument(path, None, (problem,))
+            continue
+        hit, parsed = cache.get(blob)
+        if hit:
+            yield SourceDocument(path, parsed)
+            continue
+        if data is None:
+            data = snapshot.read(path)
+        parsed, problems = read_manifest(path, data)
+        if problems:
+            yield SourceDocument(path, None, tuple(problems))
+        else:
+            cache.put(blob, parsed)
+            yield SourceDocument(path, parsed)

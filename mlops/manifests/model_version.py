@@ -1,0 +1,83 @@
+"""kind: ModelVersion — one immutable, registered version of a model.
+
+Lives at ``registry/models/<name>/versions/<n>.yaml``. The artifact itself is in
+the content-addressed store; git holds its digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from mlops.manifests.base import (
+    ArtifactRef,
+    DatasetUri,
+    Digest,
+    Manifest,
+    Metrics,
+    Name,
+    Reference,
+    Scalar,
+    StrictModel,
+    TextEnum,
+    VersionNumber,
+    parse_versioned_uri,
+    version_key,
+)
+from mlops.manifests.common import ArtifactFormat, Signature
+
+
+class VersionStatus(TextEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+class Artifact(StrictModel):
+    digest: Digest
+    size: Annotated[int, Field(ge=0)]
+    format: ArtifactFormat
+    filename: str | None = Field(default=None, description="Name the file had when registered")
+
+
+class Lineage(StrictModel):
+    datasets: list[DatasetUri] = Field(default_factory=list)
+    pipeline: Name | None = None
+    run: str | None = Field(default=None, description="Tracking run id that produced the artifact")
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,40}$")
+
+
+class ModelVersionSpec(StrictModel):
+    version: VersionNumber
+    description: str = ""
+    artifact: Artifact
+    metrics: Metrics = Field(default_factory=dict)
+    params: dict[str, Scalar] = Field(default_factory=dict)
+    signature: Signature | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    lineage: Lineage = Field(default_factory=Lineage)
+    status: VersionStatus = VersionStatus.ACTIVE
+    createdBy: str | None = None
+    createdAt: str | None = Field(default=None, description="ISO 8601 time of registration")
+
+
+class ModelVersion(Manifest):
+    KIND: ClassVar[str] = "ModelVersion"
+    kind: Literal["ModelVersion"]
+    spec: ModelVersionSpec
+
+    @property
+    def key(self) -> str:
+        return version_key(self.metadata.name, self.spec.version)
+
+    def references(self) -> Iterator[Reference]:
+        yield Reference("Model", self.metadata.name, ("metadata", "name"))
+        for i, uri in enumerate(self.spec.lineage.datasets):
+            _, name, version = parse_versioned_uri(uri)
+            yield Reference("DatasetVersion", version_key(name, version), ("spec", "lineage", "datasets", i))
+        if self.spec.lineage.pipeline is not None:
+            yield Reference("Pipeline", self.spec.lineage.pipeline, ("spec", "lineage", "pipeline"))
+
+    def artifacts(self) -> Iterator[ArtifactRef]:
+        yield ArtifactRef(self.spec.artifact.digest, ("spec", "artifact", "digest"))

@@ -1,0 +1,1 @@
+"""Desired vs live state -> Plan (pure). Filled in by the reconcile issue."""

@@ -1,0 +1,1 @@
+"""Results -> text, JSON, Markdown (PR comments), GitHub annotations, HTML."""

@@ -1,0 +1,1 @@
+"""Orchestration: load -> validate -> (observe -> plan -> apply) -> record. No printing here."""

@@ -1,0 +1,98 @@
+"""`mlops validate`: read a repository state, check it, and say what a change does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops.errors import Category, ExitCode, InputError, Problem, Severity
+from mlops.loader.cache import ParseCache
+from mlops.loader.config import load_settings
+from mlops.loader.git import snapshot_at
+from mlops.loader.positions import locate
+from mlops.loader.snapshot import Progress, WorktreeSnapshot, load_documents
+from mlops.stores.factory import open_artifact_store
+from mlops.validation import Change, Verdict, build_index, check_change, check_repository
+from mlops.validation.layout import MANAGED_ROOTS
+
+
+@dataclass
+class ValidationReport:
+    root: Path
+    documents: int
+    problems: list[Problem] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    base: str | None = None
+    store_url: str | None = None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.WARNING]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if any(p.category is Category.UNREADABLE for p in self.errors):
+            return ExitCode.UNREADABLE
+        return ExitCode.VIOLATIONS if self.errors else ExitCode.OK
+
+
+def validate_repository(
+    root: Path,
+    base: str | None = None,
+    check_store: bool = True,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> ValidationReport:
+    root = _repo_root(root)
+    settings = load_settings(root)
+    cache = ParseCache.for_repo(root, enabled=use_cache)
+    worktree = WorktreeSnapshot(root)
+    verdict = check_repository(build_index(load_documents(worktree, cache, progress)))
+    report = ValidationReport(root=root, documents=verdict.documents, base=base)
+    if check_store:
+        report.store_url = _check_store(settings.store, root, verdict)
+    if base is not None:
+        base_snapshot = snapshot_at(root, base)
+        base_index = build_index(load_documents(base_snapshot, cache)).index
+        check_change(base_index, verdict)
+        report.base = base_snapshot.label
+    report.changes = verdict.changes
+    report.problems = sorted(
+        locate(verdict.problems, worktree.read),
+        key=lambda p: (p.path, p.line or 0, p.col or 0, p.message),
+    )
+    return report
+
+
+def _repo_root(root: Path) -> Path:
+    if not root.is_dir():
+        raise InputError(f"{root}: no such directory")
+    if not any((root / top).is_dir() for top in MANAGED_ROOTS):
+        raise InputError(
+            f"{root}: not an mlops repository (none of {', '.join(d + '/' for d in MANAGED_ROOTS)} exists); "
+            "create one with `mlops init PATH`"
+        )
+    return root
+
+
+def _check_store(spec: str, root: Path, verdict: Verdict) -> str:
+    store = open_artifact_store(spec, root)
+    wanted = [(entry.path, ref) for entry in verdict.index.entries() for ref in entry.manifest.artifacts()]
+    missing = store.missing(ref.digest for _, ref in wanted)
+    for path, ref in wanted:
+        if ref.digest in missing:
+            verdict.problems.append(
+                Problem(
+                    path,
+                    f"{ref.digest} is not in the artifact store {store.url} "
+                    "(add the file with `mlops store add FILE`, or point MLOPS_STORE at the store that has it)",
+                    field=ref.field,
+                    category=Category.STORE,
+                    code="missing-blob",
+                )
+            )
+    return store.url

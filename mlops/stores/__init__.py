@@ -1,0 +1,1 @@
+"""Backends behind small interfaces: the artifact store (and later the tracking store, prediction log)."""

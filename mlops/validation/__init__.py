@@ -1,0 +1,81 @@
+"""Schemas, references and policies: what `mlops validate` decides, without any I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops.errors import Problem
+from mlops.manifests import Pipeline
+from mlops.validation.changes import Change, describe_changes, immutability_problems
+from mlops.validation.index import Entry, RepoIndex
+from mlops.validation.layout import check_placement
+from mlops.validation.pipelines import check_pipeline
+from mlops.validation.policies import check_policies
+from mlops.validation.references import check_references
+from mlops.validation.schema import validate_document
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """One file as read: parsed data, or the problems that stopped the reader."""
+
+    path: str
+    data: Any
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass
+class Verdict:
+    index: RepoIndex
+    problems: list[Problem] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    documents: int = 0
+
+
+def build_index(documents: Iterable[SourceDocument]) -> Verdict:
+    """Schema and placement of each document; the valid ones form the index."""
+    verdict = Verdict(RepoIndex())
+    for doc in documents:
+        verdict.documents += 1
+        if doc.problems:
+            verdict.problems.extend(doc.problems)
+            verdict.index.broken_paths.add(doc.path)
+            continue
+        manifest, problems = validate_document(doc.path, doc.data)
+        if manifest is not None:
+            problems = check_placement(doc.path, manifest)
+        verdict.problems.extend(problems)
+        if manifest is not None and not problems:
+            verdict.index.add(Entry(doc.path, manifest))
+        else:
+            verdict.index.broken_paths.add(doc.path)
+    return verdict
+
+
+def check_repository(verdict: Verdict) -> Verdict:
+    """Cross-document rules on an index built by :func:`build_index`."""
+    verdict.problems.extend(check_references(verdict.index))
+    for path, pipeline in verdict.index.of(Pipeline):
+        verdict.problems.extend(check_pipeline(path, pipeline))
+    verdict.problems.extend(check_policies(verdict.index))
+    return verdict
+
+
+def check_change(base: RepoIndex, head: Verdict) -> Verdict:
+    """What the change from base to head does, and the rules only a change can break."""
+    head.changes = describe_changes(base, head.index)
+    head.problems.extend(immutability_problems(base, head.index))
+    return head
+
+
+__all__ = [
+    "Change",
+    "RepoIndex",
+    "SourceDocument",
+    "Verdict",
+    "build_index",
+    "check_change",
+    "check_repository",
+]

@@ -1,0 +1,205 @@
+"""Policies that can be checked from the repository alone, without a cluster or history (pure).
+
+* artifact formats: a pickle-like artifact needs an exception in an ArtifactPolicy,
+  and every exception in use is reported, so it stays visible;
+* promotion floors: what an environment points at meets that environment's metric
+  floors and risk-tier ceiling;
+* risk tiers: a model's tier may cap the environments it may reach;
+* pointers: no environment points at an archived version or at a model trained on a
+  quarantined or failed dataset version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from mlops.errors import Category, Problem, Severity
+from mlops.manifests import (
+    ArtifactPolicy,
+    DatasetVersion,
+    Environment,
+    Model,
+    ModelVersion,
+    PromotionPolicy,
+    RiskPolicy,
+)
+from mlops.manifests.base import parse_versioned_uri, version_key
+from mlops.manifests.common import ArtifactFormat
+from mlops.manifests.dataset_version import QualityStatus
+from mlops.manifests.model_version import VersionStatus
+from mlops.validation.index import RepoIndex
+
+
+def _policy(
+    path: str,
+    message: str,
+    field: tuple[str | int, ...] = (),
+    code: str = "policy",
+    severity: Severity = Severity.ERROR,
+) -> Problem:
+    return Problem(path, message, field=field, category=Category.POLICY, code=code, severity=severity)
+
+
+def check_policies(index: RepoIndex) -> Iterator[Problem]:
+    yield from _artifact_formats(index)
+    yield from _environment_pointers(index)
+    yield from _promotion_floors(index)
+    yield from _risk_tiers(index)
+
+
+def _artifact_formats(index: RepoIndex) -> Iterator[Problem]:
+    policies = list(index.of(ArtifactPolicy))
+    allowed: set[ArtifactFormat] = set()
+    if policies:
+        for _, policy in policies:
+            allowed.update(policy.spec.allowedFormats)
+    else:
+        allowed = {f for f in ArtifactFormat if f.safe}
+    exceptions: dict[tuple[str, ArtifactFormat], tuple[str, str]] = {}
+    for path, policy in policies:
+        for exception in policy.spec.exceptions:
+            for fmt in exception.formats:
+                exceptions[(exception.model, fmt)] = (path, exception.reason)
+    for path, version in index.of(ModelVersion):
+        fmt = version.spec.artifact.format
+        if fmt in allowed:
+            continue
+        granted = exceptions.get((version.metadata.name, fmt))
+        field = ("spec", "artifact", "format")
+        if granted is None:
+            safe = ", ".join(f.value for f in ArtifactFormat if f.safe)
+            yield _policy(
+                path,
+                f"format {fmt.value!r} is not allowed: it can run code when loaded. Use one of {safe}, "
+                f"or add an exception for model {version.metadata.name!r} to an ArtifactPolicy",
+                field,
+                "format-not-allowed",
+            )
+        else:
+            yield _policy(
+                path,
+                f"{version.key} uses {fmt.value} under an exception in {granted[0]} ({granted[1]})",
+                field,
+                "format-exception",
+                Severity.WARNING,
+            )
+
+
+def _environment_pointers(index: RepoIndex) -> Iterator[Problem]:
+    for path, env in index.of(Environment):
+        for i, deployment in enumerate(env.spec.deployments):
+            version = index.find(ModelVersion, deployment.version_key)
+            if version is None:
+                continue  # reported as a dangling reference
+            field = ("spec", "deployments", i, "version")
+            if version.spec.status is VersionStatus.ARCHIVED:
+                yield _policy(path, f"{deployment.version_key} is archived and cannot be deployed", field, "archived")
+            for uri in version.spec.lineage.datasets:
+                _, name, number = parse_versioned_uri(uri)
+                dataset = index.find(DatasetVersion, version_key(name, number))
+                if dataset is None:
+                    continue
+                status = dataset.spec.quality.status
+                if status in (QualityStatus.QUARANTINED, QualityStatus.FAILED) and env.metadata.name != "development":
+                    yield _policy(
+                        path,
+                        f"{deployment.version_key} was trained on {uri}, which is {status.value}; "
+                        "it cannot be deployed beyond development",
+                        field,
+                        "dataset-quality",
+                    )
+
+
+def _promotion_floors(index: RepoIndex) -> Iterator[Problem]:
+    for policy_path, policy in index.of(PromotionPolicy):
+        env_entry = index.get("Environment", policy.spec.environment)
+        if env_entry is None:
+            continue
+        env = env_entry.manifest
+        assert isinstance(env, Environment)
+        for i, deployment in enumerate(env.spec.deployments):
+            version = index.find(ModelVersion, deployment.version_key)
+            if version is None:
+                continue
+            field = ("spec", "deployments", i, "version")
+            model = index.find(Model, deployment.model)
+            for unmet in _unmet_floors(policy, version, model):
+                yield _policy(
+                    env_entry.path,
+                    f"{deployment.version_key} in {env.metadata.name}: {unmet} (required by {policy_path})",
+                    field,
+                    "metric-floor",
+                )
+            ceiling = policy.spec.maxRiskTier
+            if model is not None and ceiling is not None and model.spec.riskTier.rank > ceiling.rank:
+                yield _policy(
+                    env_entry.path,
+                    f"model {model.metadata.name} is risk tier {model.spec.riskTier.value}; "
+                    f"{env.metadata.name} accepts at most {ceiling.value} (required by {policy_path})",
+                    field,
+                    "risk-tier",
+                )
+
+
+def _unmet_floors(policy: PromotionPolicy, version: ModelVersion, model: Model | None) -> Iterable[str]:
+    for floor in policy.spec.metrics:
+        if floor.model is not None and floor.model != version.metadata.name:
+            continue
+        if floor.task is not None and (model is None or model.spec.task is not floor.task):
+            continue
+        value = version.spec.metrics.get(floor.metric)
+        if value is None:
+            yield f"metric {floor.metric!r} is not recorded, and a floor requires it"
+        elif floor.min is not None and value < floor.min:
+            yield f"{floor.metric} = {value:g} is below the floor {floor.min:g}"
+        elif floor.max is not None and value > floor.max:
+            yield f"{floor.metric} = {value:g} is above the ceiling {floor.max:g}"
+
+
+def _risk_tiers(index: RepoIndex) -> Iterator[Problem]:
+    order = _environment_order(index)
+    for policy_path, policy in index.of(RiskPolicy):
+        for tier in policy.spec.tiers:
+            for model_path, model in index.of(Model):
+                if model.spec.riskTier is not tier.tier:
+                    continue
+                for doc in tier.requiredDocuments:
+                    if doc not in model.metadata.annotations:
+                        yield _policy(
+                            model_path,
+                            f"risk tier {tier.tier.value} requires the annotation {doc!r} (required by {policy_path})",
+                            ("metadata", "annotations"),
+                            "risk-document",
+                        )
+                if tier.maxEnvironment is None or tier.maxEnvironment not in order:
+                    continue
+                limit = order.index(tier.maxEnvironment)
+                for env_path, env in index.of(Environment):
+                    if env.metadata.name not in order or order.index(env.metadata.name) <= limit:
+                        continue
+                    for i, deployment in enumerate(env.spec.deployments):
+                        if deployment.model == model.metadata.name:
+                            yield _policy(
+                                env_path,
+                                f"model {model.metadata.name} is risk tier {tier.tier.value}, "
+                                f"allowed up to {tier.maxEnvironment} (required by {policy_path})",
+                                ("spec", "deployments", i, "model"),
+                                "risk-tier",
+                            )
+
+
+def _environment_order(index: RepoIndex) -> list[str]:
+    """Environments from first to last stage, following promotion policies' previousEnvironment links."""
+    previous: dict[str, str] = {}
+    for _, policy in index.of(PromotionPolicy):
+        if policy.spec.previousEnvironment is not None:
+            previous[policy.spec.environment] = policy.spec.previousEnvironment
+    ordered: list[str] = []
+    for env in sorted(index.keys("Environment")):
+        chain = [env]
+        while chain[-1] in previous and previous[chain[-1]] not in chain:
+            chain.append(previous[chain[-1]])
+        for name in reversed(chain):
+            if name not in ordered:
+                ordered.append(name)
+    return ordered
