@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from mlops.errors import BlobNotFound, DigestMismatch, StoreError
+from mlops.stores.retry import RetryPolicy, with_retries
 
 CHUNK = 1024 * 1024
 
@@ -44,9 +45,10 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 class LocalArtifactStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, retry: RetryPolicy = RetryPolicy()) -> None:
         self.root = root
         self.url = root.resolve().as_uri()
+        self.retry = retry
 
     def _blob_path(self, digest: str) -> Path:
         hexdigest = digest.removeprefix("sha256:")
@@ -59,11 +61,14 @@ class LocalArtifactStore:
         return {d for d in set(digests) if not self.has(d)}
 
     def put_file(self, path: Path) -> tuple[str, int]:
-        try:
+        if not path.is_file():
+            raise StoreError(f"cannot store {path}: not a readable file")
+
+        def put() -> tuple[str, int]:
             with path.open("rb") as source:
                 return self._put_stream(source)
-        except OSError as exc:
-            raise StoreError(f"cannot store {path}: {exc.strerror or exc}") from None
+
+        return with_retries(f"storing {path} in {self.url}", put, (OSError,), self.retry)
 
     def _put_stream(self, source: BinaryIO) -> tuple[str, int]:
         staging = self.root / "tmp"

@@ -10,7 +10,9 @@ from mlops.stores.artifacts import ArtifactStore, LocalArtifactStore
 
 def open_artifact_store(spec: str, root: Path) -> ArtifactStore:
     if spec.startswith("s3://"):
-        raise InputError(f"store {spec!r}: the S3 backend is not available in this version; use a local folder")
+        from mlops.stores.s3 import S3ArtifactStore
+
+        return S3ArtifactStore(spec)
     if "://" in spec and not spec.startswith("file://"):
         raise InputError(f"store {spec!r}: expected a folder, file:// or s3:// address")
     path = Path(spec.removeprefix("file://"))
