@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from mlops.errors import BlobNotFound, DigestMismatch, StoreError
-from mlops.stores.retry import RetryPolicy, with_retries
+from mlops.stores.retry import DEFAULT_RETRY, RetryPolicy, with_retries
 
 CHUNK = 1024 * 1024
 
@@ -45,7 +45,7 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 class LocalArtifactStore:
-    def __init__(self, root: Path, retry: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(self, root: Path, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self.root = root
         self.url = root.resolve().as_uri()
         self.retry = retry

@@ -19,13 +19,17 @@ class RetryPolicy:
     factor: float = 2.0
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 def with_retries(
     what: str,
     operation: Callable[[], T],
     transient: tuple[type[BaseException], ...],
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy | None = None,
     on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> T:
+    policy = policy or DEFAULT_RETRY
     delay = policy.first_delay
     for attempt in range(1, policy.attempts + 1):
         try:

@@ -21,11 +21,11 @@ from urllib.parse import urlparse
 
 from mlops.errors import BlobNotFound, DigestMismatch, InputError, StoreError
 from mlops.stores.artifacts import CHUNK, sha256_file
-from mlops.stores.retry import RetryPolicy, with_retries
+from mlops.stores.retry import DEFAULT_RETRY, RetryPolicy, with_retries
 
 
 class S3ArtifactStore:
-    def __init__(self, url: str, endpoint_url: str | None = None, retry: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(self, url: str, endpoint_url: str | None = None, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise InputError(f"store {url!r}: expected s3://bucket/prefix")
@@ -34,8 +34,8 @@ class S3ArtifactStore:
         self.prefix = parsed.path.strip("/")
         self.retry = retry
         import boto3
-        from botocore.config import Config
         from boto3.exceptions import Boto3Error
+        from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
         self._client: Any = boto3.client(
@@ -61,8 +61,10 @@ class S3ArtifactStore:
             raise
 
     def has(self, digest: str) -> bool:
-        return with_retries(f"checking {digest} in {self.url}", lambda: self._head(digest), self._transient,
-                            self.retry) is not None
+        return (
+            with_retries(f"checking {digest} in {self.url}", lambda: self._head(digest), self._transient, self.retry)
+            is not None
+        )
 
     def missing(self, digests: Iterable[str]) -> set[str]:
         return {d for d in set(digests) if not self.has(d)}
@@ -77,7 +79,9 @@ class S3ArtifactStore:
 
         def upload() -> None:
             self._client.upload_file(
-                str(path), self.bucket, self._key(digest),
+                str(path),
+                self.bucket,
+                self._key(digest),
                 ExtraArgs={"Metadata": {"sha256": digest.removeprefix("sha256:")}},
             )
             head = self._head(digest)
