@@ -23,9 +23,10 @@ def cli(show_traceback: bool) -> None:
 
 
 def _register() -> None:
-    from mlops.cli import init, schema, store, validate
+    from mlops.cli import init, model, schema, store, validate
 
     cli.add_command(validate.validate)
+    cli.add_command(model.model)
     cli.add_command(init.init)
     cli.add_command(schema.schema)
     cli.add_command(store.store)

@@ -35,3 +35,94 @@ def commit_files(root: Path, paths: list[str], message: str) -> str:
     except (git.GitCommandError, OSError) as exc:
         raise GitError(f"{root}: cannot commit: {exc}") from None
     return str(commit.hexsha)
+
+
+def current_branch(root: Path) -> str | None:
+    import git
+
+    repo = git.Repo(root)
+    return None if repo.head.is_detached else str(repo.active_branch.name)
+
+
+def head_commit(root: Path) -> str | None:
+    import git
+
+    repo = git.Repo(root)
+    try:
+        return str(repo.head.commit.hexsha)
+    except ValueError:  # no commits yet
+        return None
+
+
+def create_branch(root: Path, name: str) -> None:
+    import git
+
+    repo = git.Repo(root)
+    if name in [h.name for h in repo.heads]:
+        raise GitError(f"branch {name!r} already exists; choose another name or check it out first")
+    try:
+        repo.git.checkout("-b", name)
+    except git.GitCommandError as exc:
+        raise GitError(f"cannot create branch {name!r}: {_first_line(exc)}") from None
+
+
+def checkout(root: Path, name: str) -> None:
+    import git
+
+    git.Repo(root).git.checkout(name)
+
+
+def delete_branch(root: Path, name: str) -> None:
+    import git
+
+    git.Repo(root).git.branch("-D", name)
+
+
+def commit_only(root: Path, paths: list[str], message: str) -> str:
+    """Commit exactly ``paths`` (new or changed), leaving whatever else is staged or modified alone."""
+    import git
+
+    repo = git.Repo(root)
+    try:
+        repo.git.add("--", *paths)
+        repo.git.commit("-m", message, "--only", "--", *paths)
+    except git.GitCommandError as exc:
+        raise GitError(f"cannot commit {', '.join(paths)}: {_first_line(exc)}") from None
+    return str(repo.head.commit.hexsha)
+
+
+def push(root: Path, branch: str, remote: str = "origin") -> None:
+    import git
+
+    try:
+        git.Repo(root).git.push("--set-upstream", remote, branch)
+    except git.GitCommandError as exc:
+        raise GitError(f"cannot push {branch} to {remote}: {_first_line(exc)}") from None
+
+
+def remote_url(root: Path, remote: str = "origin") -> str | None:
+    import git
+
+    repo = git.Repo(root)
+    try:
+        return str(repo.remote(remote).url)
+    except ValueError:
+        return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "stderr", "") or exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1].removeprefix("stderr: ").strip("'") if lines else type(exc).__name__
+
+
+def git_identity(root: Path) -> str | None:
+    """The committer's e-mail (how policies name people), or None when git has none configured."""
+    import git
+
+    try:
+        reader = git.Repo(root).config_reader()
+        email = reader.get_value("user", "email", "")
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    return str(email) or None

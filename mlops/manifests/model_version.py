@@ -39,6 +39,12 @@ class Artifact(StrictModel):
     size: Annotated[int, Field(ge=0)]
     format: ArtifactFormat
     filename: str | None = Field(default=None, description="Name the file had when registered")
+    modelClass: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:Class from the repository that loads safetensors or npz weights",
+    )
+    metadata: dict[str, str] = Field(default_factory=dict, description="What the artifact says about itself")
 
 
 class Lineage(StrictModel):

@@ -1,0 +1,1 @@
+"""Code forges (GitHub): opening pull requests and reading reviews, through one small HTTP client."""
