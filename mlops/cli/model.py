@@ -98,3 +98,69 @@ def register(
         click.echo(f"note: {note}")
     for line in describe_publication(result.publication):
         click.echo(line)
+
+
+@model.command("list")
+@repo_option
+def list_(repo: Path) -> None:
+    """Registered models, their versions, and where they are deployed."""
+    from mlops.reports.catalog import render_models
+    from mlops.services.catalog import list_models
+
+    click.echo(render_models(list_models(repo)))
+
+
+@model.command()
+@click.argument("ref", metavar="NAME[@N]")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@repo_option
+def show(ref: str, output_format: str, repo: Path) -> None:
+    """A model with its versions, or one version in detail."""
+    from mlops.reports.catalog import render_detail, render_summary, versions_json
+    from mlops.services.catalog import VersionDetail
+    from mlops.services.catalog import show as show_ref
+
+    found = show_ref(repo, ref)
+    if isinstance(found, VersionDetail):
+        click.echo(versions_json([found]) if output_format == "json" else render_detail(found))
+    else:
+        click.echo(render_summary(found))
+
+
+@model.command()
+@click.option("--tag", "tags", multiple=True, metavar="K=V")
+@click.option("--metric", "metrics", multiple=True, metavar="EXPR", help="e.g. 'auc>=0.8' (repeatable).")
+@click.option("--owner")
+@click.option("--flavor")
+@click.option("--format", "artifact_format", help="Artifact format: onnx, skops, ...")
+@click.option("--task")
+@click.option("--env", "environment", help="Only versions an environment points at.")
+@click.option("--json", "as_json", is_flag=True)
+@repo_option
+def search(
+    tags: tuple[str, ...],
+    metrics: tuple[str, ...],
+    owner: str | None,
+    flavor: str | None,
+    artifact_format: str | None,
+    task: str | None,
+    environment: str | None,
+    as_json: bool,
+    repo: Path,
+) -> None:
+    """Find versions by tag, metric threshold, owner, flavor, format, task or environment."""
+    from mlops.reports.catalog import render_versions, versions_json
+    from mlops.services.catalog import SearchQuery
+    from mlops.services.catalog import search as run_search
+
+    query = SearchQuery(
+        tags=_tags(tags),
+        metrics=list(metrics),
+        owner=owner,
+        flavor=flavor,
+        format=artifact_format,
+        task=task,
+        environment=environment,
+    )
+    found = run_search(repo, query)
+    click.echo(versions_json(found) if as_json else render_versions(found))
