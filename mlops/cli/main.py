@@ -23,10 +23,12 @@ def cli(show_traceback: bool) -> None:
 
 
 def _register() -> None:
-    from mlops.cli import init, model, schema, store, validate
+    from mlops.cli import init, model, promote, schema, store, validate
 
     cli.add_command(validate.validate)
     cli.add_command(model.model)
+    cli.add_command(promote.promote)
+    cli.add_command(promote.rollback)
     cli.add_command(init.init)
     cli.add_command(schema.schema)
     cli.add_command(store.store)
@@ -52,8 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     except MlopsError as exc:
         if _State.traceback:
             traceback.print_exc()
-        for line in exc.lines():
-            click.echo(f"error: {line}", err=True)
+        first, *details = exc.lines()
+        click.echo(f"error: {first}", err=True)
+        for line in details:  # details are indented continuation lines of the same error
+            click.echo(line, err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -54,6 +54,25 @@ class Lineage(StrictModel):
     commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{7,40}$")
 
 
+class Evaluation(StrictModel):
+    """A recorded comparison with another version: the evidence promotion gates read."""
+
+    against: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*@[1-9][0-9]*$", description="NAME@N compared with")
+    metric: str
+    data: str = Field(description="What was scored: a dataset address or a file digest")
+    rows: Annotated[int, Field(ge=0)]
+    candidate: float
+    baseline: float
+    difference: float = Field(description="candidate - baseline")
+    ciLow: float
+    ciHigh: float
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    test: str
+    pValue: Annotated[float, Field(ge=0, le=1)] | None = None
+    report: str | None = Field(default=None, description="Digest of the full comparison report in the store")
+    at: str | None = None
+
+
 class ModelVersionSpec(StrictModel):
     version: VersionNumber
     description: str = ""
@@ -64,6 +83,7 @@ class ModelVersionSpec(StrictModel):
     tags: dict[str, str] = Field(default_factory=dict)
     lineage: Lineage = Field(default_factory=Lineage)
     status: VersionStatus = VersionStatus.ACTIVE
+    evaluations: list[Evaluation] = Field(default_factory=list)
     createdBy: str | None = None
     createdAt: str | None = Field(default=None, description="ISO 8601 time of registration")
 
