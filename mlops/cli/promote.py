@@ -96,8 +96,8 @@ def rollback(
         model=model,
         reason=reason,
     )
-    offered = ", ".join(f"{result.model}@{s.version}" for s in result.offered)
+    served = ", ".join(f"{result.model}@{s.version}" for s in result.offered)
     click.echo(f"rolled back {result.model} {result.previous} -> {result.target} in {result.environment}")
-    click.echo(f"versions {result.environment} served before: {offered}")
+    click.echo(f"versions {result.environment} served before: {served}")
     for line in describe_publication(result.publication):
         click.echo(line)

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops.errors import Category, Problem, Severity
 from mlops.forge.github import GitHub
 from mlops.loader.gitwrite import remote_url
 from mlops.loader.history import commits_between, identity, pointer_history, trailers
 from mlops.manifests import AccessPolicy, Environment, Model, ModelVersion, PromotionPolicy, RiskPolicy
 from mlops.manifests.base import version_key
+from mlops.validation.changes import Action, Change
 from mlops.validation.index import RepoIndex
 from mlops.validation.promotion import Approval, GateEvidence, GateResult, Stint, evaluate_gate, stints_from
 
@@ -134,3 +136,92 @@ def _github_approvals(root: Path) -> list[Approval] | None:
         ):
             latest[login] = state
     return [Approval(login, "github review") for login, state in sorted(latest.items()) if state == "APPROVED"]
+
+
+def change_gate_problems(
+    root: Path, base: str, base_index: RepoIndex, head_index: RepoIndex, changes: list[Change]
+) -> list[Problem]:
+    """Judge every promotion in a change (base..HEAD) by its environment's policy, as CI's approval gate."""
+    problems: list[Problem] = []
+    context: ChangeContext | None = None
+    commits = commits_between(root, base)
+    for change in changes:
+        if change.action not in (Action.PROMOTE, Action.DEPLOY) or change.environment is None or change.model is None:
+            continue
+        env_name, model, version = change.environment, change.model, change.to_version
+        policy = policy_for(head_index, env_name)
+        candidate = head_index.find(ModelVersion, version_key(model, version)) if version is not None else None
+        if policy is None or candidate is None:
+            continue
+        field = _deployment_field(head_index, env_name, model)
+        base_current = current_version(base_index, env_name, model)
+        problems.extend(_expectation_problems(change, commits, env_name, model, base_current, field))
+        served_before = [s for s in stints(root, env_name, model, base) if s.version == version]
+        if served_before:
+            since = served_before[-1].since
+            problems.append(
+                _gate_problem(
+                    change,
+                    field,
+                    f"rollback of {model} to version {version}, which served "
+                    f"{env_name} from {since:%Y-%m-%d %H:%M} UTC: promotion gates do not apply",
+                    Severity.NOTICE,
+                )
+            )
+            continue
+        if context is None:
+            context = review_context(root, base)
+        gate = judge(root, head_index, policy, candidate, base_current, context)
+        for criterion in gate.criteria:
+            if criterion.met:
+                text = f"{candidate.key} to {env_name}: met {criterion.name}: {criterion.evidence}"
+                problems.append(_gate_problem(change, field, text, Severity.NOTICE))
+            else:
+                text = f"{candidate.key} to {env_name}: {criterion.name} not met ({gate.policy}): {criterion.evidence}"
+                problems.append(_gate_problem(change, field, text, Severity.ERROR))
+    return problems
+
+
+def _deployment_field(index: RepoIndex, environment: str, model: str) -> tuple[str | int, ...]:
+    env = index.find(Environment, environment)
+    if env is not None:
+        for i, deployment in enumerate(env.spec.deployments):
+            if deployment.model == model:
+                return ("spec", "deployments", i, "version")
+    return ()
+
+
+def _expectation_problems(
+    change: Change,
+    commits: list[tuple[str, str, str]],
+    environment: str,
+    model: str,
+    base_current: int | None,
+    field: tuple[str | int, ...],
+) -> list[Problem]:
+    """A promotion made against an older state of the environment is refused (UC-02 5a: optimistic locking)."""
+    out = []
+    actual = version_key(model, base_current) if base_current is not None else "nothing"
+    for sha, _, message in commits:
+        for value in trailers(message, "Mlops-Expect-Current"):
+            env_name, _, expected = value.partition(" ")
+            if env_name != environment or not expected.startswith((f"{model}@", "nothing")):
+                continue
+            if expected != actual:
+                out.append(
+                    _gate_problem(
+                        change,
+                        field,
+                        f"commit {sha[:8]} promoted from {expected} in {environment}, "
+                        f"but the base now serves {actual}: someone else changed {environment} meanwhile; "
+                        "rebase, review their change and promote again",
+                        Severity.ERROR,
+                    )
+                )
+    return out
+
+
+def _gate_problem(change: Change, field: tuple[str | int, ...], message: str, severity: Severity) -> Problem:
+    return Problem(
+        change.path, message, severity=severity, category=Category.POLICY, field=field, code="promotion-gate"
+    )

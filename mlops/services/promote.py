@@ -155,7 +155,7 @@ def _promote_message(
         lines.append("")
     if base:
         lines.append(f"Mlops-Base: {base}")
-    lines.append(f"Mlops-Expect-Current: {before}")
+    lines.append(f"Mlops-Expect-Current: {environment} {before}")
     return "\n".join(lines)
 
 
