@@ -7,6 +7,7 @@ from typing import Any
 
 from mlops.errors import Problem, Severity
 from mlops.services.validate import ValidationReport
+from mlops.validation import Change
 
 
 def _counts(report: ValidationReport) -> str:
@@ -36,9 +37,7 @@ def to_json(report: ValidationReport) -> dict[str, Any]:
         "base": report.base,
         "store": report.store_url,
         "problems": [_problem_json(p) for p in report.problems],
-        "changes": [
-            {k: v for k, v in vars(c).items() if v is not None} | {"action": c.action.value} for c in report.changes
-        ],
+        "changes": [_change_json(c) for c in report.changes],
         "summary": {"errors": len(report.errors), "warnings": len(report.warnings)},
     }
 
@@ -57,6 +56,21 @@ def _problem_json(problem: Problem) -> dict[str, Any]:
         "category": problem.category.value,
         "code": problem.code,
         "message": problem.message,
+    }
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    """Every key always present (null when it does not apply), so consumers need no guessing."""
+    return {
+        "action": change.action.value,
+        "kind": change.kind,
+        "key": change.key,
+        "path": change.path,
+        "text": change.text,
+        "environment": change.environment,
+        "model": change.model,
+        "from_version": change.from_version,
+        "to_version": change.to_version,
     }
 
 
@@ -93,8 +107,12 @@ def render_markdown(report: ValidationReport) -> str:
     if report.problems:
         out += ["### Problems", "", "| file | where | severity | problem |", "|---|---|---|---|"]
         for p in report.problems:
-            where = f"{p.line}:{p.col}" if p.line is not None else ""
+            where = f"{p.line}:{p.col or 1}" if p.line is not None else ""
             message = (f"`{p.field_text}`: " if p.field else "") + p.message
-            cell = message.replace("|", "\\|")
-            out.append(f"| `{p.path}` | {where} | {p.severity.value} | {cell} |")
+            out.append(f"| `{p.path}` | {where} | {p.severity.value} | {_cell(message)} |")
     return "\n".join(out) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside one Markdown table cell: a pipe would end the cell, a newline the row."""
+    return text.replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")

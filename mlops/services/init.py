@@ -54,7 +54,7 @@ def init_repository(root: Path, commit: bool = True) -> InitResult:
     for rel, data in files.items():
         atomic_write_bytes(root / rel, data)
     if not commit:
-        return InitResult(root, list(files), None)
+        return InitResult(root, list(files), None, note="--no-commit: files are written but not committed")
     if not has_identity(root):
         return InitResult(
             root,
@@ -66,6 +66,8 @@ def init_repository(root: Path, commit: bool = True) -> InitResult:
         root,
         list(files),
         "Initialize mlops state repository\n\n"
-        "Starter environments (development, staging, production), policies and the CI gate.",
+        "Written by `mlops init`: starter environments (development, staging, production), policies\n"
+        "(promotion, access, artifact formats, risk tiers), JSON schemas of every kind, and the CI gate\n"
+        "(.github/workflows/validate.yml runs `mlops validate --base` on every pull request).",
     )
     return InitResult(root, list(files), sha)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from mlops.errors import Category, Problem
 from mlops.manifests import Pipeline
+from mlops.manifests.base import parse_versioned_uri
 from mlops.manifests.pipeline import PARAM_RE, STEP_OUTPUT_RE, Step
 
 
@@ -60,6 +61,12 @@ def check_pipeline(path: str, pipeline: Pipeline) -> Iterable[Problem]:
                     )
             elif value.startswith("steps."):
                 yield problem(f"{value!r}: expected steps.<step>.outputs.<name>", field, "bad-step-ref")
+            elif value.startswith("dataset://"):
+                # Pipeline.references() skips an address it cannot parse; this is where it is reported.
+                try:
+                    parse_versioned_uri(value)
+                except ValueError as exc:
+                    yield problem(str(exc), field, "bad-dataset-address")
 
     cycle = find_cycle(edges)
     if cycle:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 from mlops.errors import Category, Problem, Severity
@@ -49,12 +50,14 @@ def check_policies(index: RepoIndex) -> Iterator[Problem]:
 
 def _artifact_formats(index: RepoIndex) -> Iterator[Problem]:
     policies = list(index.of(ArtifactPolicy))
-    allowed: set[ArtifactFormat] = set()
+    # Which policy allows a format for every model (the first that lists it); without a policy, the safe ones.
+    allowed: dict[ArtifactFormat, str | None] = {}
     if policies:
-        for _, policy in policies:
-            allowed.update(policy.spec.allowedFormats)
+        for policy_path, policy in policies:
+            for fmt in policy.spec.allowedFormats:
+                allowed.setdefault(fmt, policy_path)
     else:
-        allowed = {f for f in ArtifactFormat if f.safe}
+        allowed = dict.fromkeys((f for f in ArtifactFormat if f.safe), None)
     exceptions: dict[tuple[str, ArtifactFormat], tuple[str, str]] = {}
     for path, policy in policies:
         for exception in policy.spec.exceptions:
@@ -62,10 +65,20 @@ def _artifact_formats(index: RepoIndex) -> Iterator[Problem]:
                 exceptions[(exception.model, fmt)] = (path, exception.reason)
     for path, version in index.of(ModelVersion):
         fmt = version.spec.artifact.format
+        field = ("spec", "artifact", "format")
         if fmt in allowed:
+            if not fmt.safe:
+                # Allowed for every model: legal, but every use of a code-running format stays visible.
+                yield _policy(
+                    path,
+                    f"{version.key} uses {fmt.value}, which can run code when loaded; "
+                    f"{allowed[fmt]} allows it for every model",
+                    field,
+                    "unsafe-format-allowed",
+                    Severity.WARNING,
+                )
             continue
         granted = exceptions.get((version.metadata.name, fmt))
-        field = ("spec", "artifact", "format")
         if granted is None:
             safe = ", ".join(f.value for f in ArtifactFormat if f.safe)
             yield _policy(
@@ -150,6 +163,9 @@ def _unmet_floors(policy: PromotionPolicy, version: ModelVersion, model: Model |
         value = version.spec.metrics.get(floor.metric)
         if value is None:
             yield f"metric {floor.metric!r} is not recorded, and a floor requires it"
+        elif math.isnan(value):
+            # NaN compares false with everything: without this it would pass every floor and ceiling.
+            yield f"{floor.metric} is not a number (nan), and a floor requires a value"
         elif floor.min is not None and value < floor.min:
             yield f"{floor.metric} = {value:g} is below the floor {floor.min:g}"
         elif floor.max is not None and value > floor.max:
@@ -164,7 +180,7 @@ def _risk_tiers(index: RepoIndex) -> Iterator[Problem]:
                 if model.spec.riskTier is not tier.tier:
                     continue
                 for doc in tier.requiredDocuments:
-                    if doc not in model.metadata.annotations:
+                    if not model.metadata.annotations.get(doc, "").strip():  # an empty link documents nothing
                         yield _policy(
                             model_path,
                             f"risk tier {tier.tier.value} requires the annotation {doc!r} (required by {policy_path})",

@@ -22,8 +22,10 @@ _FRIENDLY = {
 def check_references(index: RepoIndex) -> Iterable[Problem]:
     for entry in index.entries():
         for ref in entry.manifest.references():
-            if index.get(ref.kind, ref.key) is not None or path_for(ref.kind, ref.key) in index.broken_paths:
+            if not ref.required or index.get(ref.kind, ref.key) is not None:
                 continue
+            if path_for(ref.kind, ref.key) in index.broken_paths:
+                continue  # the target exists but is broken, and is reported once, in its own file
             noun = _FRIENDLY.get(ref.kind, ref.kind)
             yield Problem(
                 entry.path,
