@@ -19,22 +19,14 @@ def ensure_repo(root: Path) -> None:
 
 
 def has_identity(root: Path) -> bool:
+    """Whether git can name a committer here: config, GIT_COMMITTER_* and GIT_CONFIG_* all count, as for git."""
     import git
 
-    reader = git.Repo(root).config_reader()
-    return bool(reader.get_value("user", "name", "")) and bool(reader.get_value("user", "email", ""))
-
-
-def commit_files(root: Path, paths: list[str], message: str) -> str:
-    import git
-
-    repo = git.Repo(root)
     try:
-        repo.index.add(paths)
-        commit = repo.index.commit(message)
-    except (git.GitCommandError, OSError) as exc:
-        raise GitError(f"{root}: cannot commit: {exc}") from None
-    return str(commit.hexsha)
+        git.Repo(root).git.var("GIT_COMMITTER_IDENT")
+    except git.GitCommandError:
+        return False
+    return True
 
 
 def current_branch(root: Path) -> str | None:
@@ -85,7 +77,10 @@ def commit_only(root: Path, paths: list[str], message: str) -> str:
     repo = git.Repo(root)
     try:
         repo.git.add("--", *paths)
-        repo.git.commit("-m", message, "--only", "--", *paths)
+        if repo.head.is_valid():
+            repo.git.commit("-m", message, "--only", "--", *paths)
+        else:  # the first commit of a repository: --only has no HEAD to start from
+            repo.git.commit("-m", message)
     except git.GitCommandError as exc:
         raise GitError(f"cannot commit {', '.join(paths)}: {_first_line(exc)}") from None
     return str(repo.head.commit.hexsha)

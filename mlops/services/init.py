@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlops.errors import InputError
 from mlops.loader.atomic import atomic_write_bytes
-from mlops.loader.gitwrite import commit_files, ensure_repo, has_identity
+from mlops.loader.gitwrite import commit_only, ensure_repo, has_identity
 from mlops.services.schemas import generate_schemas
 
 # Package data cannot hold dot-files reliably, so templates use plain names and are renamed on the way out.
@@ -62,7 +62,7 @@ def init_repository(root: Path, commit: bool = True) -> InitResult:
             None,
             note="git has no user.name/user.email here: files are written but not committed",
         )
-    sha = commit_files(
+    sha = commit_only(
         root,
         list(files),
         "Initialize mlops state repository\n\n"
