@@ -6,12 +6,16 @@ from pathlib import Path
 
 import click
 
+from mlops.cli.compare import compare
 from mlops.cli.options import commit_options, commit_settings, describe_publication, repo_option
 
 
 @click.group()
 def model() -> None:
     """The model registry: versions in git, artifacts in the store."""
+
+
+model.add_command(compare)
 
 
 def _version_option(value: str) -> int | None:

@@ -64,6 +64,7 @@ class Evaluation(StrictModel):
     candidate: float
     baseline: float
     difference: float = Field(description="candidate - baseline")
+    higherIsBetter: bool = True
     ciLow: float
     ciHigh: float
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95

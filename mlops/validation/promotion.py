@@ -167,13 +167,22 @@ def _comparison(spec: PromotionPolicySpec, candidate: ModelVersion, incumbent: M
         f"difference {evaluation.difference:+.4g} ({evaluation.confidence:.0%} CI {evaluation.ciLow:+.4g} to "
         f"{evaluation.ciHigh:+.4g}, {evaluation.rows} rows, {evaluation.test})"
     )
+    # Gains are candidate - baseline for metrics where higher is better, baseline - candidate otherwise.
+    sign = 1.0 if evaluation.higherIsBetter else -1.0
+    worst_gain = min(sign * evaluation.ciLow, sign * evaluation.ciHigh)
+    direction = "higher" if evaluation.higherIsBetter else "lower"
     if rule.test == "non-inferiority":
-        ok = evaluation.ciLow > -rule.margin
-        return Criterion(name, ok, f"{interval}; non-inferior needs the CI's lower end above -{rule.margin:g}")
+        ok = worst_gain > -rule.margin
+        return Criterion(
+            name,
+            ok,
+            f"{interval}; non-inferior ({direction} is better) needs the CI to exclude a loss of "
+            f"{rule.margin:g} or more",
+        )
     p = evaluation.pValue
-    ok = evaluation.difference > 0 and p is not None and p < rule.alpha
+    ok = sign * evaluation.difference > 0 and p is not None and p < rule.alpha
     shown = "none" if p is None else f"{p:.3g}"
-    return Criterion(name, ok, f"{interval}; p = {shown}, superiority needs p < {rule.alpha:g}")
+    return Criterion(name, ok, f"{interval}; p = {shown}, superiority ({direction} is better) needs p < {rule.alpha:g}")
 
 
 def _approvals(policy: PromotionPolicy, evidence: GateEvidence) -> Criterion:
