@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -12,6 +14,16 @@ from mlops.errors import ExitCode, MlopsError
 
 class _State:
     traceback = False
+    fast_exit = False
+
+
+def request_fast_exit() -> None:
+    """Let the console entry point end the process without tearing the heap down (see :func:`_exit_now`).
+
+    For commands that end holding a large heap and own nothing that needs cleaning up at exit
+    (``validate``: 10,000 manifests leave about a million objects behind).
+    """
+    _State.fast_exit = True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,7 +51,36 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every user-caused error ends as one message per problem and an exit code."""
-    args = sys.argv[1:] if argv is None else argv
+    if argv is not None:  # called in-process (tests, other programs): always a plain SystemExit
+        _main(argv)
+    _State.fast_exit = False
+    try:
+        _main(sys.argv[1:])
+    except SystemExit as exc:
+        if _State.fast_exit:
+            _exit_now(exc.code)
+        raise
+
+
+def _exit_now(code: object) -> None:
+    """``sys.exit(code)`` without interpreter teardown, as mypy does: flush the output, then ``os._exit``.
+
+    Teardown frees every object one by one and runs a last full garbage collection, which after
+    validating 10,000 manifests costs more than a tenth of a second for nothing. Returns (and the
+    caller exits normally) for a non-integer code or when flushing fails, e.g. on a closed pipe,
+    so those cases are reported exactly as before.
+    """
+    if code is not None and not isinstance(code, int):
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        return
+    os._exit(code or 0)
+
+
+def _main(args: list[str]) -> NoReturn:
     _State.traceback = "--traceback" in args
     try:
         code = cli.main(args=args, prog_name="mlops", standalone_mode=False)

@@ -55,4 +55,7 @@ def validate(repo: Path, base: str | None, output_format: str, no_store_check: b
                 handle.write(render_markdown(report))
     else:
         click.echo(render_text(report))
+    from mlops.cli.main import request_fast_exit
+
+    request_fast_exit()  # everything is written: the heap of 10,000 manifests need not be freed piece by piece
     sys.exit(report.exit_code)

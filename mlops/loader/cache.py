@@ -1,14 +1,21 @@
 """A cache of parsed manifests keyed by git blob id, so re-validation reads only changed files.
 
-Two maps, saved together in one file under ``.mlops/cache/``:
+Two maps, kept under ``.mlops/cache/parsed-v<PARSER_VERSION>/``:
 
-* ``stats``: path -> (size, mtime_ns, ctime_ns, inode, blob id), like git's index,
+* ``stats.marshal``: path -> (size, mtime_ns, ctime_ns, inode, blob id), like git's index,
   so an unchanged file is not even read;
-* ``parsed``: blob id -> the plain data the YAML reader produced.
+* ``parsed-<0-f>.marshal``: blob id -> the plain data the YAML reader produced, in 16
+  shards by the blob id's first hex digit, so a change to one file rewrites one shard
+  (and the stats), not the data of every manifest.
 
 Only parse results are cached; schema and cross-file rules always run, so a cache
-can never hide a problem. The file name carries the parser version, and the file
-is written atomically; a damaged cache is ignored and rebuilt.
+can never hide a problem. The folder name carries the parser version; every file
+is written atomically with a checksum, and a damaged or unreadable file is ignored
+(its entries are parsed again). Each map stands alone: a blob id the stats name
+but no shard holds is simply read and parsed again.
+
+Repeated strings (keys such as ``apiVersion``, values such as ``float32``) are stored
+once per shard, which makes the shards about a third smaller and faster to load.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import hashlib
 import marshal
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,9 @@ from mlops.loader.atomic import atomic_write_bytes
 from mlops.loader.yaml_read import PARSER_VERSION
 
 StatKey = tuple[int, int, int, int]
+
+_SHARDS = "0123456789abcdef"
+_MAGIC = b"mlops-parse-cache\n"
 
 
 def blob_id(data: bytes) -> str:
@@ -38,27 +49,30 @@ def stat_key(st: os.stat_result) -> StatKey:
 
 
 class ParseCache:
-    def __init__(self, file: Path | None) -> None:
-        self.file = file
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
         self.stats: dict[str, tuple[StatKey, str]] = {}
-        self.parsed: dict[str, Any] = {}
-        self._dirty = False
-        if file is not None:
-            self._load(file)
+        self._shards: dict[str, dict[str, Any]] = {shard: {} for shard in _SHARDS}
+        self._stats_dirty = False
+        self._dirty_shards: set[str] = set()
+        self._strings: dict[str, str] = {}
+        if folder is not None:
+            self._load(folder)
 
     @classmethod
     def for_repo(cls, root: Path, enabled: bool = True) -> ParseCache:
         if not enabled:
             return cls(None)
-        return cls(root / ".mlops" / "cache" / f"parsed-v{PARSER_VERSION}.marshal")
+        return cls(root / ".mlops" / "cache" / f"parsed-v{PARSER_VERSION}")
 
-    def _load(self, file: Path) -> None:
-        try:
-            stats, parsed = marshal.loads(file.read_bytes())
-        except (OSError, EOFError, ValueError, TypeError):
-            return
-        if isinstance(stats, dict) and isinstance(parsed, dict):
-            self.stats, self.parsed = stats, parsed
+    def _load(self, folder: Path) -> None:
+        stats = _read(folder / "stats.marshal")
+        if stats is not None:
+            self.stats = stats
+        for shard in _SHARDS:
+            parsed = _read(folder / f"parsed-{shard}.marshal")
+            if parsed is not None:
+                self._shards[shard] = parsed
 
     def blob_for(self, path: str, key: StatKey) -> str | None:
         hit = self.stats.get(path)
@@ -67,16 +81,24 @@ class ParseCache:
     def remember_stat(self, path: str, key: StatKey, blob: str) -> None:
         if self.stats.get(path) != (key, blob):
             self.stats[path] = (key, blob)
-            self._dirty = True
+            self._stats_dirty = True
 
     def get(self, blob: str) -> tuple[bool, Any]:
-        if blob in self.parsed:
-            return True, self.parsed[blob]
+        shard = self._shards.get(blob[:1])
+        if shard is not None and blob in shard:
+            return True, shard[blob]
         return False, None
 
-    def put(self, blob: str, data: Any) -> None:
-        self.parsed[blob] = data
-        self._dirty = True
+    def put(self, blob: str, data: Any) -> Any:
+        """Remember ``data`` as the parse of ``blob``; returns the stored (equal) value for the caller to use."""
+        shard = self._shards.get(blob[:1])
+        if shard is None:  # not a hex id: nothing to key it by
+            return data
+        # Without a folder the cache still serves this run (the base snapshot shares most blobs with the worktree).
+        stored = data if self.folder is None else _shared(data, self._strings)
+        shard[blob] = stored
+        self._dirty_shards.add(blob[:1])
+        return stored
 
     def forget_missing(self, present: set[str]) -> None:
         """Drop stat entries of files that are gone, and parsed data no file refers to any more."""
@@ -84,14 +106,78 @@ class ParseCache:
         for path in gone:
             del self.stats[path]
         if gone:
+            self._stats_dirty = True
             live = {blob for _, blob in self.stats.values()}
-            for blob in set(self.parsed) - live:
-                del self.parsed[blob]
-            self._dirty = True
+            for name, shard in self._shards.items():
+                dead = set(shard) - live
+                for blob in dead:
+                    del shard[blob]
+                if dead:
+                    self._dirty_shards.add(name)
 
     def save(self) -> None:
-        if self.file is None or not self._dirty:
+        """Write what changed (nothing when nothing did): the dirty shards first, then the stats."""
+        if self.folder is None:
             return
         with contextlib.suppress(OSError, ValueError):  # a cache that cannot be written only costs speed
-            atomic_write_bytes(self.file, marshal.dumps((self.stats, self.parsed)))
-        self._dirty = False
+            for shard in sorted(self._dirty_shards):
+                _write(self.folder / f"parsed-{shard}.marshal", self._shards[shard])
+            if self._stats_dirty:
+                _write(self.folder / "stats.marshal", self.stats)
+        self._dirty_shards.clear()
+        self._stats_dirty = False
+
+
+def _write(file: Path, value: dict[str, Any]) -> None:
+    payload = marshal.dumps(value)
+    atomic_write_bytes(file, _MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
+
+
+def _read(file: Path) -> dict[str, Any] | None:
+    """A map written by :func:`_write`, or None when it is missing, damaged or of another format."""
+    try:
+        raw = file.read_bytes()
+    except OSError:
+        return None
+    header = len(_MAGIC) + 4
+    if not raw.startswith(_MAGIC) or len(raw) < header:
+        return None
+    payload = memoryview(raw)[header:]
+    if zlib.crc32(payload) != int.from_bytes(raw[len(_MAGIC) : header], "big"):
+        return None
+    try:
+        value = marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _shared(value: Any, strings: dict[str, str]) -> Any:
+    """An equal copy of parsed data in which equal strings are one object (marshal then writes them once).
+
+    Written out flat (no call per scalar): it runs once for every newly parsed file.
+    """
+    kind = type(value)
+    if kind is dict:
+        mapping: dict[Any, Any] = {}
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind is str:
+                item = strings.setdefault(item, item)
+            elif item_kind is dict or item_kind is list:
+                item = _shared(item, strings)
+            mapping[strings.setdefault(key, key) if type(key) is str else key] = item
+        return mapping
+    if kind is list:
+        items: list[Any] = []
+        for item in value:
+            item_kind = type(item)
+            if item_kind is str:
+                item = strings.setdefault(item, item)
+            elif item_kind is dict or item_kind is list:
+                item = _shared(item, strings)
+            items.append(item)
+        return items
+    if kind is str:
+        return strings.setdefault(value, value)
+    return value

@@ -11,9 +11,15 @@ from ruamel.yaml.error import YAMLError
 
 from mlops.errors import FieldPath, Problem
 
+_UNREADABLE = object()
+
 
 def locate(problems: Iterable[Problem], read: Callable[[str], bytes]) -> list[Problem]:
-    """Give each problem that has a field path but no position the position of that field."""
+    """Give each problem that has a field path but no position the position of that field.
+
+    A problem in a file that can be read but has no such field (a document that is ``null``, say) points at
+    the start of the file; only a file that cannot be read at all leaves a problem without a position.
+    """
     trees: dict[str, Any] = {}
     out = []
     for problem in problems:
@@ -22,16 +28,21 @@ def locate(problems: Iterable[Problem], read: Callable[[str], bytes]) -> list[Pr
             continue
         if problem.path not in trees:
             trees[problem.path] = _round_trip(problem.path, read)
-        position = position_of(trees[problem.path], problem.field)
+        tree = trees[problem.path]
+        position = None if tree is _UNREADABLE else position_of(tree, problem.field) or (1, 1)
         out.append(problem.located(*position) if position else problem)
     return out
 
 
 def _round_trip(path: str, read: Callable[[str], bytes]) -> Any:
     try:
-        return YAML(typ="rt").load(read(path).decode("utf-8-sig"))
-    except (OSError, UnicodeDecodeError, YAMLError, KeyError):
-        return None
+        data = read(path)
+    except (OSError, KeyError):
+        return _UNREADABLE
+    try:
+        return YAML(typ="rt").load(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, YAMLError, RecursionError, ValueError, TypeError, KeyError):
+        return None  # the file is there but ruamel cannot place anything in it: point at its start
 
 
 def position_of(tree: Any, field: FieldPath) -> tuple[int, int] | None:

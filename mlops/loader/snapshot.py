@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,11 @@ from mlops.validation import SourceDocument
 from mlops.validation.layout import MANAGED_ROOTS, is_manifest_path
 
 Progress = Callable[[int, int], None]
+
+# A file changed less than this long before the scan may change again within the same timestamp tick (FAT
+# keeps 2 s, other file systems a clock tick) without its stat changing: its stat is not remembered, so the
+# next run reads and hashes it again ("racily clean" in git's terms). Costs one re-read per recent edit.
+RACY_NS = 2_000_000_000
 
 
 class Snapshot(Protocol):
@@ -36,26 +42,32 @@ class WorktreeSnapshot:
         self.root = root
         self.label = "working tree"
         self._stats: dict[str, os.stat_result] | None = None
+        # Paths are joined as strings: for 10,000 manifests, Path objects cost more than the reads themselves.
+        self._prefix = os.fspath(root).rstrip(os.sep) + os.sep
+        self._stable_before_ns = 0
 
     def _scan(self) -> dict[str, os.stat_result]:
         if self._stats is None:
+            self._stable_before_ns = time.time_ns() - RACY_NS
             found: dict[str, os.stat_result] = {}
             for top in MANAGED_ROOTS:
-                self._walk(self.root / top, top, found)
+                self._walk(self._prefix + top, top, found)
             self._stats = dict(sorted(found.items()))
         return self._stats
 
-    def _walk(self, directory: Path, rel: str, found: dict[str, os.stat_result]) -> None:
+    def _walk(self, directory: str, rel: str, found: dict[str, os.stat_result]) -> None:
         try:
-            entries = list(os.scandir(directory))
+            with os.scandir(directory) as it:
+                entries = list(it)
         except (FileNotFoundError, NotADirectoryError):
             return
         for entry in entries:
-            if entry.name.startswith("."):
+            name = entry.name
+            if name.startswith("."):
                 continue
-            child = f"{rel}/{entry.name}"
+            child = f"{rel}/{name}"
             if entry.is_dir(follow_symlinks=False):
-                self._walk(Path(entry.path), child, found)
+                self._walk(entry.path, child, found)
             elif is_manifest_path(child):
                 found[child] = entry.stat(follow_symlinks=False)
 
@@ -63,7 +75,8 @@ class WorktreeSnapshot:
         return list(self._scan())
 
     def read(self, path: str) -> bytes:
-        return (self.root / path).read_bytes()
+        with open(self._prefix + path, "rb") as handle:  # noqa: PTH123 - see _prefix
+            return handle.read()
 
     def blob(self, path: str, cache: ParseCache) -> tuple[str, bytes | None]:
         st = self._scan()[path]
@@ -73,8 +86,14 @@ class WorktreeSnapshot:
             return known, None
         data = self.read(path)
         blob = blob_id(data)
-        cache.remember_stat(path, key, blob)
+        if max(st.st_mtime_ns, st.st_ctime_ns) < self._stable_before_ns:
+            cache.remember_stat(path, key, blob)
         return blob, data
+
+    def read_blob(self, path: str) -> tuple[str, bytes]:
+        """The bytes on disk now and their blob id (which the stat cache may no longer know)."""
+        data = self.read(path)
+        return blob_id(data), data
 
     def is_regular(self, path: str) -> bool:
         return stat_module.S_ISREG(self._scan()[path].st_mode)
@@ -97,12 +116,18 @@ class GitSnapshot:
     def blob(self, path: str, cache: ParseCache) -> tuple[str, bytes | None]:
         return self._blobs[path], None
 
+    def read_blob(self, path: str) -> tuple[str, bytes]:
+        return self._blobs[path], self.read(path)
+
     def is_regular(self, path: str) -> bool:
         return True
 
 
 class _Loadable(Snapshot, Protocol):
-    def blob(self, path: str, cache: ParseCache) -> tuple[str, bytes | None]: ...
+    def blob(self, path: str, cache: ParseCache) -> tuple[str, bytes | None]:
+        """The blob id, and the bytes when getting the id meant reading them (None when the stat cache knew it)."""
+
+    def read_blob(self, path: str) -> tuple[str, bytes]: ...
 
     def is_regular(self, path: str) -> bool: ...
 
@@ -134,21 +159,24 @@ def _load(
             continue
         try:
             blob, data = snapshot.blob(path, cache)
+            hit, parsed = cache.get(blob)
+            if not hit and data is None:
+                # The stat cache named a blob whose parse is not cached: hash what is read, so a file that
+                # changed since its stat was taken is never parsed under another file's blob id.
+                blob, data = snapshot.read_blob(path)
+                hit, parsed = cache.get(blob)
         except OSError as exc:
             problem = Problem(
                 path, f"cannot read: {exc.strerror or exc}", category=Category.UNREADABLE, code="unreadable"
             )
             yield SourceDocument(path, None, (problem,))
             continue
-        hit, parsed = cache.get(blob)
         if hit:
             yield SourceDocument(path, parsed)
             continue
-        if data is None:
-            data = snapshot.read(path)
+        assert data is not None
         parsed, problems = read_manifest(path, data)
         if problems:
             yield SourceDocument(path, None, tuple(problems))
         else:
-            cache.put(blob, parsed)
-            yield SourceDocument(path, parsed)
+            yield SourceDocument(path, cache.put(blob, parsed))

@@ -21,17 +21,36 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent, DocumentStartEvent, NodeEvent
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentStartEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+    SequenceStartEvent,
+)
+from ruamel.yaml.reader import ReaderError
 
 from mlops.errors import Category, Problem
 
 MAX_MANIFEST_BYTES = 1024 * 1024
+# Collections nested deeper than this are refused (manifests need fewer than 10; ruamel recurses per level).
+MAX_DEPTH = 64
 # Bumped whenever the meaning of parsed data could change, so old cache entries are never reused.
-PARSER_VERSION = 1
+PARSER_VERSION = 2
+
+_CORE = "tag:yaml.org,2002:"
 
 
 class NeedsCarefulRead(Exception):
     """The fast reader saw something it will not judge; the careful reader will say what."""
+
+    def __init__(self, message: str, line: int | None = None, col: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.col = col
 
 
 class _Yaml12Resolver(yaml.resolver.BaseResolver):
@@ -50,6 +69,8 @@ _IMPLICIT: list[tuple[str, str, str]] = [
 ]
 for _tag, _pattern, _first in _IMPLICIT:
     _Yaml12Resolver.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+# What a scalar must look like to carry an explicit !!bool, !!null, !!int or !!float tag.
+_CORE_SCALARS = {tag: re.compile(pattern) for tag, pattern, _ in _IMPLICIT}
 # The empty plain scalar resolves to null.
 _Yaml12Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 
@@ -57,21 +78,32 @@ _Yaml12Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"
 class _Yaml12Constructor(yaml.constructor.SafeConstructor):
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         if not isinstance(node, yaml.MappingNode):
-            raise NeedsCarefulRead("not a mapping")
+            raise NeedsCarefulRead("not a mapping", *_position(node))
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in mapping
             except TypeError:
-                raise NeedsCarefulRead("unhashable key") from None
+                raise NeedsCarefulRead("a list or mapping used as a key", *_position(key_node)) from None
             if duplicate:
-                raise NeedsCarefulRead("duplicate key")
+                raise NeedsCarefulRead(f"duplicate key {key!r}", *_position(key_node))
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
-    def construct_yaml_int(self, node: Any) -> int:
+    def _core_text(self, node: Any) -> str:
+        """The scalar's text, checked against the core schema (an explicit ``!!int abc`` is refused, not guessed)."""
         text = str(self.construct_scalar(node))
+        if not _CORE_SCALARS[node.tag].match(text):
+            mark = node.start_mark
+            raise NeedsCarefulRead(f"{text!r} is not a valid {_short_tag(node.tag)}", mark.line + 1, mark.column + 1)
+        return text
+
+    def construct_yaml_null(self, node: Any) -> None:
+        self._core_text(node)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        text = self._core_text(node)
         if text.startswith("0o"):
             return int(text[2:], 8)
         if text.startswith("0x"):
@@ -79,7 +111,7 @@ class _Yaml12Constructor(yaml.constructor.SafeConstructor):
         return int(text, 10)
 
     def construct_yaml_float(self, node: Any) -> float:
-        text = str(self.construct_scalar(node)).lower()
+        text = self._core_text(node).lower()
         if text.endswith(".inf"):
             return float("-inf") if text.startswith("-") else float("inf")
         if text == ".nan":
@@ -87,7 +119,7 @@ class _Yaml12Constructor(yaml.constructor.SafeConstructor):
         return float(text)
 
     def construct_yaml_bool(self, node: Any) -> bool:
-        return str(self.construct_scalar(node)).lower() == "true"
+        return self._core_text(node).lower() == "true"
 
     def construct_undefined(self, node: Any) -> Any:
         raise NeedsCarefulRead(f"unsupported tag {node.tag}")
@@ -97,6 +129,7 @@ _add_constructor: Any = _Yaml12Constructor.add_constructor
 _add_constructor("tag:yaml.org,2002:int", _Yaml12Constructor.construct_yaml_int)
 _add_constructor("tag:yaml.org,2002:float", _Yaml12Constructor.construct_yaml_float)
 _add_constructor("tag:yaml.org,2002:bool", _Yaml12Constructor.construct_yaml_bool)
+_add_constructor("tag:yaml.org,2002:null", _Yaml12Constructor.construct_yaml_null)
 # YAML 1.2 has no implicit timestamps, sets, pairs, omaps or binary; explicit tags go to the careful path.
 for _tag in (
     "tag:yaml.org,2002:timestamp",
@@ -108,21 +141,33 @@ for _tag in (
     _add_constructor(_tag, _Yaml12Constructor.construct_undefined)
 _add_constructor(None, _Yaml12Constructor.construct_undefined)
 
+
+def _position(node: Any) -> tuple[int, int]:
+    mark = node.start_mark
+    return mark.line + 1, mark.column + 1
+
+
+class _PurePythonParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer):
+    """What libyaml's CParser does, in Python (for a PyYAML built without libyaml: correct, only slower)."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+
+
 _CParser: Any
 try:
     from yaml.cyaml import CParser as _CParser  # type: ignore[attr-defined]
-except ImportError:  # PyYAML built without libyaml: correct, only slower
+except ImportError:
     _CParser = None
-_Parser: Any = _CParser if _CParser is not None else yaml.parser.Parser
+_Parser: Any = _CParser if _CParser is not None else _PurePythonParser
 
 
 class _FastLoader(_Parser, _Yaml12Constructor, _Yaml12Resolver):  # type: ignore[misc]
     def __init__(self, stream: str) -> None:
         _Parser.__init__(self, stream)
-        if _CParser is None:  # the pure-Python parser also needs a reader, scanner and composer
-            yaml.reader.Reader.__init__(self, stream)
-            yaml.scanner.Scanner.__init__(self)
-            yaml.composer.Composer.__init__(self)
         _Yaml12Constructor.__init__(self)
         _Yaml12Resolver.__init__(self)
 
@@ -133,36 +178,103 @@ def _read_fast(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             raise NeedsCarefulRead("empty")
+        _check_depth(node)
         return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = _one_line(exc.problem or exc.context or "invalid YAML")
+        raise NeedsCarefulRead(message, *((mark.line + 1, mark.column + 1) if mark is not None else ())) from None
     except yaml.YAMLError as exc:
-        raise NeedsCarefulRead(str(exc)) from None
+        raise NeedsCarefulRead(_one_line(str(exc))) from None
     finally:
         loader.dispose()
 
 
+def _check_depth(root: Any) -> None:
+    """Refuse collections nested more than MAX_DEPTH deep (libyaml allows 1000; ruamel would recurse that far)."""
+    level = [root]
+    depth = 1
+    while level:
+        if depth > MAX_DEPTH:
+            raise NeedsCarefulRead(f"nested more than {MAX_DEPTH} levels deep", *_position(level[0]))
+        deeper = []
+        for node in level:
+            if node.__class__ is yaml.MappingNode:
+                for key, value in node.value:
+                    if key.__class__ is not yaml.ScalarNode:
+                        deeper.append(key)
+                    if value.__class__ is not yaml.ScalarNode:
+                        deeper.append(value)
+            elif node.__class__ is yaml.SequenceNode:
+                deeper.extend(item for item in node.value if item.__class__ is not yaml.ScalarNode)
+        level = deeper
+        depth += 1
+
+
+# Characters a manifest may not hold: what YAML 1.2 forbids (controls, surrogates, U+FFFE/U+FFFF), the
+# line separators YAML 1.1 (libyaml) and 1.2 (ruamel) read differently (NEL, U+2028, U+2029), and a byte
+# order mark anywhere but at the very start (where decoding removes it).
+_FORBIDDEN_CHARS = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+_CHAR_NAMES = {
+    0: "NUL",
+    0x85: "NEL, a line break only in YAML 1.1",
+    0x2028: "LINE SEPARATOR",
+    0x2029: "PARAGRAPH SEPARATOR",
+    0xFEFF: "BYTE ORDER MARK, allowed only at the start of the file",
+}
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of ``text[index]``, counting line breaks as YAML does."""
+    line, start = 1, 0
+    for match in _LINE_BREAK.finditer(text, 0, index):
+        line, start = line + 1, match.end()
+    return line, index - start + 1
+
+
 def decode(label: str, data: bytes) -> tuple[str | None, list[Problem]]:
-    """Bytes -> text, or the problem that stops us (size, encoding, emptiness)."""
+    """Bytes -> text, or the problem that stops us (size, encoding, forbidden characters, emptiness)."""
     if len(data) > MAX_MANIFEST_BYTES:
         return None, [
             _unreadable(
                 label,
                 f"file is {len(data):,} bytes; manifests are limited to {MAX_MANIFEST_BYTES:,} bytes "
                 "(large data belongs in the artifact store, referenced by digest)",
-            )
+            ).located(1, 1)
         ]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        before = data[line_start : exc.start]
+        if line_start == 0:
+            before = before.removeprefix(b"\xef\xbb\xbf")
+        col = len(before.decode("utf-8", "replace")) + 1
         bad = data[exc.start : exc.start + 1].hex()
         return None, [
             _unreadable(label, f"not UTF-8 text: byte 0x{bad} cannot be decoded; save the file as UTF-8").located(
                 line, col
             )
         ]
+    forbidden = _FORBIDDEN_CHARS.search(text)
+    if forbidden is not None:
+        code = ord(forbidden.group())
+        name = _CHAR_NAMES.get(code, "a control character" if code < 0xA0 else "a non-character")
+        return None, [
+            _unreadable(
+                label,
+                f"character U+{code:04X} ({name}) is not allowed in a manifest; remove it, or inside a "
+                f'double-quoted string write it as the escape "\\u{code:04x}"',
+            ).located(*_line_col(text, forbidden.start()))
+        ]
     if not _has_content(text):
-        return None, [_unreadable(label, "empty file: expected a manifest with apiVersion, kind, metadata and spec")]
+        return None, [
+            _unreadable(label, "empty file: expected a manifest with apiVersion, kind, metadata and spec").located(1, 1)
+        ]
     return text, []
 
 
@@ -174,12 +286,27 @@ def _has_content(text: str) -> bool:
     return False
 
 
+_CAREFUL_MARKS = ("&", "*", "\t", "\n%", "<<")
+# A "!" that can start a tag. libyaml resolves the bare non-specific tag "!" to a string without saying so.
+_TAG_START = re.compile(r"(?:^|[\s\[{,])!", re.MULTILINE)
+
+
+def _fast_path_allowed(text: str) -> bool:
+    """Files the fast reader may judge alone. Anchors and aliases, tabs (ruamel, which gives positions, refuses
+    some libyaml accepts), merge keys, tags and directives (``%YAML 1.1``) always go to the careful reader."""
+    return (
+        not any(mark in text for mark in _CAREFUL_MARKS)
+        and not text.startswith("%")
+        and _TAG_START.search(text) is None
+    )
+
+
 def read_manifest(label: str, data: bytes) -> tuple[Any, list[Problem]]:
     """Parse one manifest file. Returns (data, []) or (None, problems with positions)."""
     text, problems = decode(label, data)
     if text is None:
         return None, problems
-    if "&" not in text and "*" not in text:
+    if _fast_path_allowed(text):
         try:
             return _read_fast(text), []
         except NeedsCarefulRead:
@@ -190,7 +317,7 @@ def read_manifest(label: str, data: bytes) -> tuple[Any, list[Problem]]:
     try:
         return _read_fast(text), []
     except NeedsCarefulRead as exc:  # both parsers must agree on what is valid; say so if they do not
-        return None, [_unreadable(label, f"cannot read this YAML: {exc}")]
+        return None, [_unreadable(label, f"cannot read this YAML: {exc}").located(exc.line or 1, exc.col or 1)]
 
 
 def _rt() -> YAML:
@@ -201,65 +328,140 @@ def _rt() -> YAML:
 
 def careful_problems(label: str, text: str) -> list[Problem]:
     """Everything that makes a file unreadable as a manifest, with positions, read by ruamel."""
-    documents = 0
+    directive = _version_directive_problem(label, text)
+    if directive is not None:
+        return [directive]
     try:
-        for event in _rt().parse(text):
-            if isinstance(event, AliasEvent):
-                return [_alias_problem(label, event, f"alias '*{event.anchor}'")]
-            if isinstance(event, NodeEvent) and event.anchor is not None:
-                return [_alias_problem(label, event, f"anchor '&{event.anchor}'")]
-            tag = getattr(event, "tag", None)
-            if tag is not None and str(tag) not in _PLAIN_TAGS:
-                mark = event.start_mark
-                return [
-                    _unreadable(label, f"YAML tag {str(tag)!r} is not allowed: manifests hold plain data only").located(
-                        mark.line + 1, mark.column + 1
-                    )
-                ]
-            if isinstance(event, DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    mark = event.start_mark
-                    return [
-                        _unreadable(label, "a second YAML document ('---'): put one manifest in each file").located(
-                            mark.line + 1, mark.column + 1
-                        )
-                    ]
+        problem = _event_problem(label, text)
+        if problem is not None:
+            return [problem]
         _rt().load(text)
     except MarkedYAMLError as exc:
         return [_syntax_problem(label, text, exc)]
+    except ReaderError as exc:
+        return [_unreadable(label, f"invalid YAML: {exc.reason}").located(*_line_col(text, exc.position))]
     except YAMLError as exc:
-        return [_unreadable(label, f"invalid YAML: {exc}")]
+        return [_unreadable(label, f"invalid YAML: {_one_line(str(exc))}").located(1, 1)]
+    except Exception as exc:  # what ruamel raises on input the checks above let through is still the input's fault
+        why = _one_line(str(exc)) or type(exc).__name__
+        return [_unreadable(label, f"cannot read this YAML: {why}").located(1, 1)]
     return []
 
 
-_PLAIN_TAGS = frozenset(
-    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")
-) | frozenset(f"!!{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq"))
+_YAML_DIRECTIVE = re.compile(r"%YAML[ \t]+(\S*)")
 
 
-def _alias_problem(label: str, event: Any, what: str) -> Problem:
-    mark = event.start_mark
+def _version_directive_problem(label: str, text: str) -> Problem | None:
+    """A ``%YAML`` directive asking for another version than 1.2 (read before ruamel, which fails on 1.0)."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("---"):
+            return None
+        match = _YAML_DIRECTIVE.match(line)
+        if match is not None and match[1] != "1.2":
+            return _unreadable(
+                label,
+                f"%YAML {match[1]} directive: manifests are always read as YAML 1.2 (where no/on/yes are text); "
+                "remove the directive",
+            ).located(number, 1)
+    return None
+
+
+def _event_problem(label: str, text: str) -> Problem | None:
+    """The first thing in the event stream a manifest may not hold: an anchor or alias (checked before anything is
+    built, so a "billion laughs" document is refused without expanding), a tag, a key that is a list or mapping,
+    a merge key, too deep nesting, a second document."""
+    documents = 0
+    # One frame per open collection: [is a mapping, the next node is a key].
+    stack: list[list[bool]] = []
+    for event in _rt().parse(text):
+        mark = event.start_mark
+        where = (mark.line + 1, mark.column + 1)
+        if isinstance(event, AliasEvent):
+            return _alias_problem(label, f"alias '*{event.anchor}'").located(*where)
+        if isinstance(event, DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                return _unreadable(label, "a second YAML document ('---'): put one manifest in each file").located(
+                    *where
+                )
+        if isinstance(event, CollectionEndEvent):
+            stack.pop()
+            continue
+        if not isinstance(event, NodeEvent):
+            continue
+        if event.anchor is not None:
+            return _alias_problem(label, f"anchor '&{event.anchor}'").located(*where)
+        problem = _tag_problem(label, event)
+        if problem is not None:
+            return problem.located(*where)
+        if stack and stack[-1][0]:
+            if stack[-1][1] and isinstance(event, CollectionStartEvent):
+                what = "mapping" if isinstance(event, MappingStartEvent) else "list"
+                return _unreadable(label, f"a {what} used as a mapping key: keys must be plain text").located(*where)
+            if stack[-1][1] and isinstance(event, ScalarEvent) and event.style is None and event.value == "<<":
+                return _unreadable(
+                    label,
+                    "merge key '<<': YAML 1.2 has no merge keys and manifests do not use them; write the keys out",
+                ).located(*where)
+            stack[-1][1] = not stack[-1][1]
+        if isinstance(event, CollectionStartEvent):
+            stack.append([isinstance(event, MappingStartEvent), True])
+            if len(stack) > MAX_DEPTH:
+                return _unreadable(
+                    label, f"nested more than {MAX_DEPTH} levels deep: manifests are limited to {MAX_DEPTH} levels"
+                ).located(*where)
+    return None
+
+
+def _tag_problem(label: str, event: Any) -> Problem | None:
+    tag = getattr(event, "tag", None)
+    if tag is None:
+        return None
+    tag = str(tag)
+    if tag.startswith("!!"):
+        tag = _CORE + tag[2:]
+    node = (
+        "map" if isinstance(event, MappingStartEvent) else "seq" if isinstance(event, SequenceStartEvent) else "scalar"
+    )
+    fits = {"map": ("map",), "seq": ("seq",), "scalar": ("str", "int", "float", "bool", "null")}[node]
+    if tag not in {_CORE + name for name in ("str", "int", "float", "bool", "null", "map", "seq")}:
+        return _unreadable(label, f"YAML tag {_short_tag(tag)!r} is not allowed: manifests hold plain data only")
+    if tag.removeprefix(_CORE) not in fits:
+        noun = {"map": "a mapping", "seq": "a list", "scalar": "a single value"}[node]
+        return _unreadable(label, f"YAML tag {_short_tag(tag)!r} cannot be put on {noun}")
+    pattern = _CORE_SCALARS.get(tag)
+    if pattern is not None and not pattern.match(str(event.value)):
+        return _unreadable(label, f"{str(event.value)!r} is not a valid {_short_tag(tag)}")
+    return None
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
+
+
+def _alias_problem(label: str, what: str) -> Problem:
     return _unreadable(
         label,
         f"YAML {what}: anchors and aliases are not allowed in manifests (they can expand without bound); "
         "write the value out",
-    ).located(mark.line + 1, mark.column + 1)
+    )
 
 
 def _syntax_problem(label: str, text: str, exc: MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
-    line = mark.line + 1 if mark is not None else None
-    col = mark.column + 1 if mark is not None else None
+    line = mark.line + 1 if mark is not None else 1
+    col = mark.column + 1 if mark is not None else 1
     problem = (exc.problem or "").strip()
     context = (exc.context or "").strip()
+    tab = _tab_at(text, mark.line, mark.column) if mark is not None else None
     if "duplicate key" in (problem + " " + context):
         key = _key_at(text, mark)
         message = f"duplicate key {key!r}: each key may appear once in a mapping" if key else "duplicate key"
-    elif mark is not None and _tab_near(text, mark.line):
-        message = "tab character: YAML indentation must use spaces"
+    elif tab is not None:
+        line, col = tab
+        message = "tab character: use spaces to indent and to separate YAML (tabs may appear only in quoted strings)"
     else:
-        message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+        message = f"invalid YAML: {_one_line(problem)}" + (f" ({_one_line(context)})" if context else "")
     return _unreadable(label, message).located(line, col)
 
 
@@ -273,9 +475,22 @@ def _key_at(text: str, mark: Any) -> str:
     return rest.split(":", 1)[0].strip().strip("'\"")
 
 
-def _tab_near(text: str, line_index: int) -> bool:
+def _tab_at(text: str, line_index: int, column: int) -> tuple[int, int] | None:
+    """The tab an error is about: at the error, else the first tab on its line or the line before (1-based)."""
     lines = text.splitlines()
-    return any("\t" in lines[i] for i in range(max(0, line_index - 1), min(len(lines), line_index + 1)))
+    if line_index < len(lines) and lines[line_index][column : column + 1] == "\t":
+        return line_index + 1, column + 1
+    for i in (line_index, line_index - 1):
+        if 0 <= i < len(lines) and "\t" in lines[i]:
+            return i + 1, lines[i].index("\t") + 1
+    return None
+
+
+def _one_line(text: str) -> str:
+    """A parser's message without its "in <unicode string>, line 3" trailer, on one line."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith('in "<')]
+    return "; ".join(kept)
 
 
 def _unreadable(label: str, message: str) -> Problem:

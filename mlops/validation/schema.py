@@ -8,6 +8,8 @@ typo. Positions are added later by the loader, from the field path.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -51,10 +53,19 @@ def yaml_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _yaml_word(value: Any) -> str | None:
+    """How YAML spells null and booleans (Python would say None and True)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return None
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, Mapping | list):
         return f"a {yaml_type(value)}"
-    text = repr(value)
+    text = _yaml_word(value) or repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -121,7 +132,12 @@ def _data_path(data: Any, error: ErrorDetails) -> FieldPath:
     loc = list(error["loc"])
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
+        if last and error["type"] == "invalid_key" and isinstance(node, dict):
+            # pydantic writes a null key as 'None' and true as 1: point at the key the document really has
+            # (a null key cannot be part of a field path, so that problem points at the mapping holding it)
+            found = error.get("input")
+            out.extend(k for k in node if k is not None and type(k) is type(found) and k == found)
+        elif isinstance(node, dict) and part in node:
             out.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
@@ -149,10 +165,15 @@ def _message(model: type[BaseModel], field: FieldPath, group: list[ErrorDetails]
             hint = f"; allowed here: {', '.join(sorted(allowed))}"
         return f"unknown field {name!r}{hint}"
     found = first.get("input")
+    if kind == "invalid_key" or first["loc"][-1:] == ("[key]",):
+        spelled = _yaml_word(found) or str(found)
+        return f'key {_shown(found)} is read as {yaml_type(found)}, but keys here are text; quote it: "{spelled}"'
     expected = [_expected(e) for e in group]
     expected = list(dict.fromkeys(e for e in expected if e))
     if all(e["type"] in _TYPE_WORDS for e in group):
-        return f"expected {_join_or(expected)}, got {_shown(found)} ({yaml_type(found)}){_quote_hint(found)}"
+        hint = _hint({e["type"] for e in group}, found)
+        got = "an empty value (null)" if found is None else f"{_shown(found)} ({yaml_type(found)})"
+        return f"expected {_join_or(expected)}, got {got}{hint}"
     return "; ".join(expected) if expected else first["msg"]
 
 
@@ -172,11 +193,25 @@ def _expected(error: ErrorDetails) -> str:
     return msg
 
 
-def _quote_hint(found: Any) -> str:
-    if isinstance(found, bool | int | float) or found is None:
+_NUMBER_TEXT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+def _hint(wanted: set[str], found: Any) -> str:
+    """What to write instead, for the mistakes YAML makes easy (quotes, yes/no, 1e3 for an integer)."""
+    if "bool_type" in wanted and isinstance(found, str):
+        if found.lower() in ("yes", "no", "on", "off", "y", "n"):
+            return "; YAML 1.2 reads yes/no/on/off as text: write true or false"
+        if found.lower() in ("true", "false"):
+            return f"; write {found.lower()} without quotes"
+    numeric = wanted & {"int_type", "int_from_float", "float_type"}
+    if numeric and isinstance(found, str) and _NUMBER_TEXT.match(found.strip()):
+        return "; write the number without quotes"
+    if numeric and isinstance(found, float) and "float_type" not in wanted and math.isfinite(found):
+        if found.is_integer():
+            return f"; write the whole number {int(found)} (no exponent or decimal point)"
+        return "; write a whole number"
+    if "string_type" in wanted and isinstance(found, bool | int | float):
         return "; quote the value if you meant text"
-    if isinstance(found, str) and found.lower() in ("yes", "no", "on", "off", "y", "n"):
-        return "; YAML 1.2 reads yes/no/on/off as text: write true or false"
     return ""
 
 
