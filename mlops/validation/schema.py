@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 
 from mlops.errors import Category, FieldPath, Problem
 from mlops.manifests import API_VERSION, KINDS, Manifest
+from mlops.manifests.base import PATTERN_PROBLEMS
 
 _TYPE_WORDS = {
     "string_type": "a string",
@@ -187,6 +188,10 @@ def _expected(error: ErrorDetails) -> str:
     if kind == "assertion_error":
         return msg.removeprefix("Assertion failed, ")
     found = error.get("input")
+    if kind == "string_pattern_mismatch":
+        explain = PATTERN_PROBLEMS.get(str((error.get("ctx") or {}).get("pattern")))
+        if explain is not None:
+            return explain(str(found))
     msg = msg.replace("Input should be", "must be").replace("String should", "must")
     if kind in ("literal_error", "enum") or kind.startswith(("greater", "less", "string_", "too_")):
         return f"{msg}, got {_shown(found)}"
