@@ -155,8 +155,7 @@ def test_a_20_row_sample_warns_that_it_is_too_small(example_repo: Path, held_out
 
 def test_default_features_come_from_a_features_tag(example_repo: Path, held_out: Path) -> None:
     model_file = example_repo / "registry/models/churn/model.yaml"
-    text = model_file.read_text(encoding="utf-8")
-    model_file.write_text(text.replace("  dataClasses:", f"  tags:\n    features: {FEATURES_OPTION}\n  dataClasses:"))
+    assert f"features: {FEATURES_OPTION}" in model_file.read_text(encoding="utf-8")  # the example carries the tag
     run = compare_versions(example_repo, CompareRequest("churn@1", "churn@2", held_out, "churned", resamples=200))
     assert run.features == tuple(FEATURES)
     assert run.features_from == "the 'features' tag of churn@1"
@@ -269,6 +268,9 @@ def test_missing_label_column_is_one_line_exit_2_and_changes_nothing(
 def test_feature_width_mismatch_names_the_chosen_columns(
     example_repo: Path, held_out: Path, compare_cli: Callable[..., Result]
 ) -> None:
+    model_file = example_repo / "registry/models/churn/model.yaml"
+    text = model_file.read_text(encoding="utf-8")
+    model_file.write_text("\n".join(line for line in text.splitlines() if "features:" not in line) + "\n")
     base = ["churn@1", "churn@2", "--data", str(held_out), "--label", "churned", "--repo", str(example_repo)]
     result = compare_cli(*base)
     assert result.code == 2
