@@ -270,7 +270,9 @@ def test_feature_width_mismatch_names_the_chosen_columns(
 ) -> None:
     model_file = example_repo / "registry/models/churn/model.yaml"
     text = model_file.read_text(encoding="utf-8")
-    model_file.write_text("\n".join(line for line in text.splitlines() if "features:" not in line) + "\n")
+    tag = "  tags:\n    features: monthly_spend,tenure_months,support_tickets,age   # column order of the input\n"
+    assert tag in text
+    model_file.write_text(text.replace(tag, ""))
     base = ["churn@1", "churn@2", "--data", str(held_out), "--label", "churned", "--repo", str(example_repo)]
     result = compare_cli(*base)
     assert result.code == 2
