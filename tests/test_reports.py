@@ -215,6 +215,7 @@ def test_the_report_holds_the_known_problems_and_changes(report: ValidationRepor
     assert [(p.path, p.code, p.severity.value) for p in report.problems] == [
         ("environments/development.yaml", "dangling-reference", "error"),
         ("environments/production.yaml", "metric-floor", "error"),
+        ("environments/production.yaml", "promotion-gate", "error"),
         ("registry/datasets/flowers/dataset.yaml", "missing", "error"),
         ("registry/datasets/flowers/dataset.yaml", "extra_forbidden", "error"),
         ("registry/models/iris/versions/1.yaml", "immutable-version", "error"),

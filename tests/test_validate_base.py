@@ -26,6 +26,22 @@ def edit(repo: Path, rel: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
+def without_promotion_gates(repo: Path) -> None:
+    """Drop the promotion policies on main: these tests are about what a change says, not whether it may pass.
+
+    The gates themselves are tested in tests/test_promotion_gates.py.
+    """
+    for policy in ("promotion-staging", "promotion-production"):
+        (repo / "policies" / f"{policy}.yaml").unlink()
+    git(repo, "commit", "-q", "-am", "No promotion gates")
+
+
+@pytest.fixture
+def example_repo(example_repo: Path) -> Path:
+    without_promotion_gates(example_repo)
+    return example_repo
+
+
 def commit_on_branch(repo: Path, branch: str, message: str = "change") -> None:
     """Commit every change of the working tree on a new branch (main keeps the example state)."""
     git(repo, "checkout", "-q", "-b", branch)
@@ -63,7 +79,7 @@ def test_no_change(example_repo: Path, mlops: Run) -> None:
     result = validate_base(mlops, example_repo)
     assert result.code == 0
     sha = git(example_repo, "rev-parse", "main")[:8]
-    assert result.lines == [f"no changes since main ({sha})", "ok: 19 manifests: 0 errors, 0 warnings"]
+    assert result.lines == [f"no changes since main ({sha})", "ok: 17 manifests: 0 errors, 0 warnings"]
 
 
 def test_promotion(example_repo: Path, mlops: Run) -> None:
@@ -72,7 +88,7 @@ def test_promotion(example_repo: Path, mlops: Run) -> None:
     result = validate_base(mlops, example_repo)
     assert result.code == 0, result.out
     assert changes_of(result) == ["promote churn 2 -> 3 in production"]
-    assert result.lines[-1] == "ok: 19 manifests: 0 errors, 0 warnings"
+    assert result.lines[-1] == "ok: 17 manifests: 0 errors, 0 warnings"
 
 
 def test_rollback(example_repo: Path, mlops: Run) -> None:
@@ -101,7 +117,7 @@ def test_new_version(example_repo: Path, mlops: Run, tmp_path: Path) -> None:
     result = validate_base(mlops, example_repo)
     assert result.code == 0, result.out
     assert changes_of(result) == ["new version churn@4"]
-    assert result.lines[-1] == "ok: 20 manifests: 0 errors, 0 warnings"
+    assert result.lines[-1] == "ok: 18 manifests: 0 errors, 0 warnings"
 
 
 def test_new_version_whose_artifact_is_not_in_the_store(example_repo: Path, mlops: Run) -> None:
@@ -140,28 +156,28 @@ def test_removed_deployment(example_repo: Path, mlops: Run) -> None:
 
 
 def test_policy_change(example_repo: Path, mlops: Run) -> None:
-    edit(example_repo, "policies/promotion-staging.yaml", "count: 1", "count: 2")
+    edit(example_repo, "policies/access.yaml", "approvals: 1", "approvals: 2")
     commit_on_branch(example_repo, "stricter-staging")
     result = validate_base(mlops, example_repo)
     assert result.code == 0, result.out
-    assert changes_of(result) == ["changed policy promotion-staging"]
+    assert changes_of(result) == ["changed policy access"]
 
 
 def test_several_changes_in_one_pull_request(example_repo: Path, mlops: Run) -> None:
     edit(example_repo, "environments/production.yaml", _CHURN_IN_PRODUCTION, "model: churn\n      version: 3")
     edit(example_repo, "environments/development.yaml", _CHURN_IN_DEVELOPMENT, "model: churn\n      version: 2")
     edit(example_repo, "environments/staging.yaml", _LTV_IN_STAGING, "")
-    edit(example_repo, "policies/promotion-staging.yaml", "count: 1", "count: 2")
+    edit(example_repo, "policies/access.yaml", "approvals: 1", "approvals: 2")
     (example_repo / "registry/experiments/retention.yaml").unlink()
     commit_on_branch(example_repo, "many")
     result = validate_base(mlops, example_repo)
     assert result.code == 0, result.out
     assert changes_of(result) == [
+        "changed policy access",  # changes are listed by kind, then key: AccessPolicy sorts first
         "roll back churn 3 -> 2 in development",
         "promote churn 2 -> 3 in production",
         "remove deployment ltv (ltv@2) from staging",
         "removed project retention",
-        "changed policy promotion-staging",
     ]
 
 
@@ -183,7 +199,7 @@ def test_changing_the_artifact_digest_of_a_registered_version(example_repo: Path
         f"was '{_V1_DIGEST}', now '{_V2_DIGEST}'; register a new version instead"
     )
     assert changes_of(result) == ["changed model version churn@1"]
-    assert result.lines[-1] == "failed: 19 manifests: 1 error, 0 warnings"
+    assert result.lines[-1] == "failed: 17 manifests: 1 error, 0 warnings"
 
 
 def test_changing_metrics_of_a_registered_version(example_repo: Path, mlops: Run) -> None:
@@ -226,11 +242,11 @@ def test_unchanged_nan_metric_is_no_change(example_repo: Path, mlops: Run) -> No
     """nan != nan, yet a version whose nan metric was not touched has not changed."""
     edit(example_repo, _V1, "log_loss: 0.4272", "log_loss: .nan")
     git(example_repo, "commit", "-q", "-am", "a metric that could not be computed")
-    edit(example_repo, "policies/promotion-staging.yaml", "count: 1", "count: 2")
+    edit(example_repo, "policies/access.yaml", "approvals: 1", "approvals: 2")
     commit_on_branch(example_repo, "policy")
     result = validate_base(mlops, example_repo)
     assert result.code == 0, result.out
-    assert changes_of(result) == ["changed policy promotion-staging"]
+    assert changes_of(result) == ["changed policy access"]
 
 
 def test_distinct_nan_objects_are_no_change_either() -> None:
@@ -402,4 +418,4 @@ def test_changes_also_in_other_formats(example_repo: Path, mlops: Run, fmt: str)
         assert "  promote churn 2 -> 3 in production" in result.out.splitlines()
     else:
         # Annotations only for problems; the change itself goes to the step summary (see test_reports).
-        assert result.out.splitlines()[-1] == "ok: 19 manifests: 0 errors, 0 warnings"
+        assert result.out.splitlines()[-1] == "ok: 17 manifests: 0 errors, 0 warnings"

@@ -176,7 +176,7 @@ def change_gate_problems(
             if criterion.met:
                 text = f"{candidate.key} to {env_name}: met {criterion.name}: {criterion.evidence}"
                 problems.append(_gate_problem(change, field, text, Severity.NOTICE))
-            else:
+            elif criterion.kind not in ("metric", "risk"):  # those are static policies, reported already
                 text = f"{candidate.key} to {env_name}: {criterion.name} not met ({gate.policy}): {criterion.evidence}"
                 problems.append(_gate_problem(change, field, text, Severity.ERROR))
     return problems

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops.errors import Category, ExitCode, InputError, Problem, Severity
+from mlops.errors import Category, ExitCode, Problem, Severity
 from mlops.loader.cache import ParseCache
 from mlops.loader.config import load_settings
 from mlops.loader.snapshot import Progress, WorktreeSnapshot, load_documents
+from mlops.services.repository import repo_root
 from mlops.stores.factory import open_artifact_store
 from mlops.validation import Change, Verdict, build_index, check_change, check_repository
-from mlops.validation.layout import MANAGED_ROOTS
 
 
 @dataclass
@@ -48,7 +48,7 @@ def validate_repository(
     use_cache: bool = True,
     progress: Progress | None = None,
 ) -> ValidationReport:
-    root = _repo_root(root)
+    root = repo_root(root)
     settings = load_settings(root)
     with _gc_paused():
         cache = ParseCache.for_repo(root, enabled=use_cache)
@@ -63,6 +63,9 @@ def validate_repository(
             base_snapshot = snapshot_at(root, base)
             base_index = build_index(load_documents(base_snapshot, cache)).index
             check_change(base_index, verdict)
+            from mlops.services.gates import change_gate_problems
+
+            verdict.problems.extend(change_gate_problems(root, base, base_index, verdict.index, verdict.changes))
             report.base = base_snapshot.label
         report.changes = verdict.changes
         report.problems = sorted(
@@ -101,17 +104,6 @@ def _located(problems: list[Problem], worktree: WorktreeSnapshot) -> list[Proble
     from mlops.loader.positions import locate
 
     return locate(problems, worktree.read)
-
-
-def _repo_root(root: Path) -> Path:
-    if not root.is_dir():
-        raise InputError(f"{root}: no such directory")
-    if not any((root / top).is_dir() for top in MANAGED_ROOTS):
-        raise InputError(
-            f"{root}: not an mlops repository (none of {', '.join(d + '/' for d in MANAGED_ROOTS)} exists); "
-            "create one with `mlops init PATH`"
-        )
-    return root
 
 
 def _check_store(spec: str, root: Path, verdict: Verdict) -> str:

@@ -62,6 +62,9 @@ class Criterion:
     met: bool
     evidence: str
     pending: bool = False  # cannot be met yet (approvals before review), not a failure of the version
+    # "history", "metric", "comparison", "risk" or "approvals"; metric and risk criteria are also static
+    # policies that `validate` checks on every run, so a change's gate does not report them twice.
+    kind: str = "history"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ def evaluate_gate(policy: PromotionPolicy, evidence: GateEvidence) -> GateResult
                 tier.rank <= spec.maxRiskTier.rank,
                 f"{evidence.model.metadata.name} is {tier.value}; {spec.environment} accepts up to "
                 f"{spec.maxRiskTier.value}",
+                kind="risk",
             )
         )
     if evidence.check_approvals:
@@ -141,9 +145,9 @@ def _floor(metric: str, low: float | None, high: float | None, candidate: ModelV
         b for b in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "") if b
     )
     if value is None:
-        return Criterion(f"{metric} {bounds}", False, f"{candidate.key} has no recorded {metric}")
+        return Criterion(f"{metric} {bounds}", False, f"{candidate.key} has no recorded {metric}", kind="metric")
     ok = (low is None or value >= low) and (high is None or value <= high)
-    return Criterion(f"{metric} {bounds}", ok, f"{candidate.key} has {metric} = {value:g}")
+    return Criterion(f"{metric} {bounds}", ok, f"{candidate.key} has {metric} = {value:g}", kind="metric")
 
 
 def _comparison(spec: PromotionPolicySpec, candidate: ModelVersion, incumbent: ModelVersion | None) -> Criterion:
@@ -151,9 +155,11 @@ def _comparison(spec: PromotionPolicySpec, candidate: ModelVersion, incumbent: M
     assert rule is not None
     name = f"{rule.test} on {rule.metric} vs current"
     if incumbent is None:
-        return Criterion(name, True, f"{spec.environment} serves no version of this model yet: nothing to compare")
+        return Criterion(
+            name, True, f"{spec.environment} serves no version of this model yet: nothing to compare", kind="comparison"
+        )
     if incumbent.key == candidate.key:
-        return Criterion(name, True, f"{candidate.key} is already the current version")
+        return Criterion(name, True, f"{candidate.key} is already the current version", kind="comparison")
     found = [e for e in candidate.spec.evaluations if e.against == incumbent.key and e.metric == rule.metric]
     if not found:
         return Criterion(
@@ -161,6 +167,7 @@ def _comparison(spec: PromotionPolicySpec, candidate: ModelVersion, incumbent: M
             False,
             f"no recorded comparison of {candidate.key} with {incumbent.key} on {rule.metric}; run "
             f"`mlops model compare {incumbent.key} {candidate.key} --data EVAL --label COL --record`",
+            kind="comparison",
         )
     evaluation = found[-1]
     interval = (
@@ -178,11 +185,17 @@ def _comparison(spec: PromotionPolicySpec, candidate: ModelVersion, incumbent: M
             ok,
             f"{interval}; non-inferior ({direction} is better) needs the CI to exclude a loss of "
             f"{rule.margin:g} or more",
+            kind="comparison",
         )
     p = evaluation.pValue
     ok = sign * evaluation.difference > 0 and p is not None and p < rule.alpha
     shown = "none" if p is None else f"{p:.3g}"
-    return Criterion(name, ok, f"{interval}; p = {shown}, superiority ({direction} is better) needs p < {rule.alpha:g}")
+    return Criterion(
+        name,
+        ok,
+        f"{interval}; p = {shown}, superiority ({direction} is better) needs p < {rule.alpha:g}",
+        kind="comparison",
+    )
 
 
 def _approvals(policy: PromotionPolicy, evidence: GateEvidence) -> Criterion:
@@ -217,7 +230,7 @@ def _approvals(policy: PromotionPolicy, evidence: GateEvidence) -> Criterion:
     if refused:
         detail += f"; not counted: {', '.join(refused)}"
     met = len(counted) >= needed
-    return Criterion(name, met, detail, pending=not met and not evidence.approvals)
+    return Criterion(name, met, detail, pending=not met and not evidence.approvals, kind="approvals")
 
 
 def _human(delta: dt.timedelta) -> str:
