@@ -106,7 +106,11 @@ def write(example_repo: Path) -> Callable[[str, str | bytes], Path]:
 
 @pytest.fixture(autouse=True)
 def _no_github_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tests must not append to a real CI summary or see CI's variables."""
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    monkeypatch.delenv("MLOPS_STORE", raising=False)
+    """Tests must not append to a real CI summary or see CI's variables, and must not need a git identity
+    configured on the machine (a fresh CI machine has none)."""
+    for name in ("GITHUB_STEP_SUMMARY", "MLOPS_STORE", "GITHUB_EVENT_PATH", "GITHUB_TOKEN", "GITHUB_REPOSITORY"):
+        monkeypatch.delenv(name, raising=False)
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test Author")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "author@example.com")
     yield

@@ -116,8 +116,8 @@ def git_identity(root: Path) -> str | None:
     import git
 
     try:
-        reader = git.Repo(root).config_reader()
-        email = reader.get_value("user", "email", "")
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        ident = str(git.Repo(root).git.var("GIT_COMMITTER_IDENT"))  # honours GIT_COMMITTER_* like git does
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError):
         return None
-    return str(email) or None
+    start, end = ident.find("<"), ident.find(">")
+    return ident[start + 1 : end] or None if 0 <= start < end else None
