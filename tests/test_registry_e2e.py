@@ -114,7 +114,7 @@ def at(monkeypatch: pytest.MonkeyPatch, when: dt.datetime) -> None:
 def test_register_compare_promote_refuse_and_roll_back(
     team: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo, work = team
+    repo, _ = team
     r = ("--repo", str(repo))
     now = dt.datetime.now(dt.UTC)
     at(monkeypatch, now - dt.timedelta(days=5))
