@@ -236,7 +236,7 @@ def _mlflow_signature(raw: Any) -> Signature | None:
         for i, item in enumerate(items if isinstance(items, list) else []):
             if not isinstance(item, dict):
                 continue
-            dtype = item.get("type") or item.get("tensor-spec", {}).get("dtype") or "unknown"
+            dtype = item.get("tensor-spec", {}).get("dtype") or item.get("type") or "unknown"
             shape = item.get("tensor-spec", {}).get("shape", [-1])
             out.append(TensorSpec(name=str(item.get("name", f"col{i}")), dtype=str(dtype), shape=list(shape)))
         return out
