@@ -8,8 +8,12 @@ Two maps, kept under ``.mlops/cache/parsed-v<PARSER_VERSION>/``:
   shards by the blob id's first hex digit, so a change to one file rewrites one shard
   (and the stats), not the data of every manifest.
 
-Only parse results are cached; schema and cross-file rules always run, so a cache
-can never hide a problem. The folder name carries the parser version; every file
+* ``facts-<schema version>.marshal``: blob id -> the facts (identity, pointers, digests)
+  of a blob that validated under exactly this schema (a digest of the code of the
+  manifest models and of the facts), so an unchanged valid file is not validated again.
+
+Cross-file rules always run on every file's facts, and a change to the models makes a
+new schema version, so the cache cannot hide a problem. The folder name carries the parser version; every file
 is written atomically with a checksum, and a damaged or unreadable file is ignored
 (its entries are parsed again). Each map stands alone: a blob id the stats name
 but no shard holds is simply read and parsed again.
@@ -37,6 +41,19 @@ _SHARDS = "0123456789abcdef"
 _MAGIC = b"mlops-parse-cache\n"
 
 
+def schema_version() -> str:
+    """A digest of the code that decides validity: the manifest models and the facts kept of them."""
+    import mlops.manifests
+    import mlops.validation.facts
+
+    digest = hashlib.sha1(b"parser %d\n" % PARSER_VERSION, usedforsecurity=False)
+    folder = Path(mlops.manifests.__file__).parent
+    for source in [*sorted(folder.glob("*.py")), Path(mlops.validation.facts.__file__)]:
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def blob_id(data: bytes) -> str:
     """The id git gives these bytes (``git hash-object``)."""
     digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
@@ -56,6 +73,9 @@ class ParseCache:
         self._stats_dirty = False
         self._dirty_shards: set[str] = set()
         self._strings: dict[str, str] = {}
+        self.facts: dict[str, Any] = {}
+        self._facts_dirty = False
+        self._facts_file: Path | None = None
         if folder is not None:
             self._load(folder)
 
@@ -73,6 +93,17 @@ class ParseCache:
             parsed = _read(folder / f"parsed-{shard}.marshal")
             if parsed is not None:
                 self._shards[shard] = parsed
+        self._facts_file = folder / f"facts-{schema_version()}.marshal"
+        self.facts = _read(self._facts_file) or {}
+
+    def facts_for(self, blob: str) -> Any:
+        return self.facts.get(blob)
+
+    def put_facts(self, facts: dict[str, Any]) -> None:
+        for blob, value in facts.items():
+            if self.facts.get(blob) != value:
+                self.facts[blob] = value
+                self._facts_dirty = True
 
     def blob_for(self, path: str, key: StatKey) -> str | None:
         hit = self.stats.get(path)
@@ -108,6 +139,9 @@ class ParseCache:
         if gone:
             self._stats_dirty = True
             live = {blob for _, blob in self.stats.values()}
+            for blob in set(self.facts) - live:
+                del self.facts[blob]
+                self._facts_dirty = True
             for name, shard in self._shards.items():
                 dead = set(shard) - live
                 for blob in dead:
@@ -122,10 +156,16 @@ class ParseCache:
         with contextlib.suppress(OSError, ValueError):  # a cache that cannot be written only costs speed
             for shard in sorted(self._dirty_shards):
                 _write(self.folder / f"parsed-{shard}.marshal", self._shards[shard])
+            if self._facts_dirty and self._facts_file is not None:
+                _write(self._facts_file, self.facts)
+                for old in self.folder.glob("facts-*.marshal"):  # facts of older schemas are never valid again
+                    if old != self._facts_file:
+                        old.unlink(missing_ok=True)
             if self._stats_dirty:
                 _write(self.folder / "stats.marshal", self.stats)
         self._dirty_shards.clear()
         self._stats_dirty = False
+        self._facts_dirty = False
 
 
 def _write(file: Path, value: dict[str, Any]) -> None:

@@ -172,11 +172,11 @@ def _load(
             yield SourceDocument(path, None, (problem,))
             continue
         if hit:
-            yield SourceDocument(path, parsed)
+            yield SourceDocument(path, parsed, blob=blob, facts=cache.facts_for(blob))
             continue
         assert data is not None
         parsed, problems = read_manifest(path, data)
         if problems:
             yield SourceDocument(path, None, tuple(problems))
         else:
-            yield SourceDocument(path, cache.put(blob, parsed))
+            yield SourceDocument(path, cache.put(blob, parsed), blob=blob)

@@ -14,7 +14,7 @@ from mlops.loader.config import load_settings
 from mlops.loader.snapshot import Progress, WorktreeSnapshot, load_documents
 from mlops.services.repository import repo_root
 from mlops.stores.factory import open_artifact_store
-from mlops.validation import Change, Verdict, build_index, check_change, check_repository
+from mlops.validation import Change, SourceDocument, Verdict, build_index, check_change, check_repository
 
 
 @dataclass
@@ -53,7 +53,7 @@ def validate_repository(
     with _gc_paused():
         cache = ParseCache.for_repo(root, enabled=use_cache)
         worktree = WorktreeSnapshot(root)
-        verdict = check_repository(build_index(load_documents(worktree, cache, progress)))
+        verdict = check_repository(_indexed(load_documents(worktree, cache, progress), cache))
         report = ValidationReport(root=root, documents=verdict.documents, base=base)
         if check_store:
             report.store_url = _check_store(settings.store, root, verdict)
@@ -61,7 +61,7 @@ def validate_repository(
             from mlops.loader.git import snapshot_at  # GitPython only when a base is asked for
 
             base_snapshot = snapshot_at(root, base)
-            base_index = build_index(load_documents(base_snapshot, cache)).index
+            base_index = _indexed(load_documents(base_snapshot, cache), cache).index
             check_change(base_index, verdict)
             from mlops.services.gates import change_gate_problems
 
@@ -73,6 +73,15 @@ def validate_repository(
             key=lambda p: (p.path, p.line or 0, p.col or 0, p.message),
         )
     return report
+
+
+def _indexed(documents: list[SourceDocument], cache: ParseCache) -> Verdict:
+    """Build the index, and remember the facts of what validated for the next run."""
+    verdict = build_index(documents)
+    if verdict.fresh_facts:
+        cache.put_facts(verdict.fresh_facts)
+        cache.save()
+    return verdict
 
 
 @contextlib.contextmanager
@@ -108,7 +117,7 @@ def _located(problems: list[Problem], worktree: WorktreeSnapshot) -> list[Proble
 
 def _check_store(spec: str, root: Path, verdict: Verdict) -> str:
     store = open_artifact_store(spec, root)
-    wanted = [(entry.path, ref) for entry in verdict.index.entries() for ref in entry.manifest.artifacts()]
+    wanted = [(entry.path, ref) for entry in verdict.index.entries() for ref in entry.facts.artifacts]
     missing = store.missing(ref.digest for _, ref in wanted)
     for path, ref in wanted:
         if ref.digest in missing:

@@ -9,8 +9,9 @@ from typing import Any
 from mlops.errors import Problem
 from mlops.manifests import Pipeline
 from mlops.validation.changes import Change, describe_changes, immutability_problems
+from mlops.validation.facts import ManifestFacts
 from mlops.validation.index import Entry, RepoIndex
-from mlops.validation.layout import check_placement
+from mlops.validation.layout import check_identity, check_placement
 from mlops.validation.pipelines import check_pipeline
 from mlops.validation.policies import check_policies
 from mlops.validation.references import check_references
@@ -19,11 +20,17 @@ from mlops.validation.schema import validate_document
 
 @dataclass(frozen=True)
 class SourceDocument:
-    """One file as read: parsed data, or the problems that stopped the reader."""
+    """One file as read: parsed data, or the problems that stopped the reader.
+
+    ``facts`` are what a cache remembers of this blob from an earlier run in which it
+    validated under the same schema version; ``blob`` lets new facts be remembered.
+    """
 
     path: str
     data: Any
     problems: tuple[Problem, ...] = ()
+    blob: str | None = None
+    facts: Any = None
 
 
 @dataclass
@@ -32,6 +39,8 @@ class Verdict:
     problems: list[Problem] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     documents: int = 0
+    # blob id -> facts of the documents validated in this run, for the caller's cache
+    fresh_facts: dict[str, Any] = field(default_factory=dict)
 
 
 def build_index(documents: Iterable[SourceDocument]) -> Verdict:
@@ -43,12 +52,25 @@ def build_index(documents: Iterable[SourceDocument]) -> Verdict:
             verdict.problems.extend(doc.problems)
             verdict.index.broken_paths.add(doc.path)
             continue
+        known = ManifestFacts.load(doc.facts) if doc.facts is not None else None
+        if known is not None:
+            # Validated before under this schema: only where it lives can make it wrong now.
+            problems = check_identity(doc.path, known.kind, known.name, known.version)
+            if not problems:
+                verdict.index.add(Entry(doc.path, facts=known, data=doc.data))
+                continue
+            verdict.problems.extend(problems)
+            verdict.index.broken_paths.add(doc.path)
+            continue
         manifest, problems = validate_document(doc.path, doc.data)
         if manifest is not None:
             problems = check_placement(doc.path, manifest)
         verdict.problems.extend(problems)
         if manifest is not None and not problems:
-            verdict.index.add(Entry(doc.path, manifest))
+            entry = Entry(doc.path, manifest)
+            verdict.index.add(entry)
+            if doc.blob is not None:
+                verdict.fresh_facts[doc.blob] = entry.facts.dump()
         else:
             verdict.index.broken_paths.add(doc.path)
     return verdict

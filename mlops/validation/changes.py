@@ -48,7 +48,7 @@ _MUTABLE_VERSION_FIELDS = {"description", "tags", "status", "quality", "evaluati
 
 def describe_changes(base: RepoIndex, head: RepoIndex) -> list[Change]:
     changes: list[Change] = []
-    kinds = sorted({e.manifest.kind for e in base.entries()} | {e.manifest.kind for e in head.entries()})
+    kinds = sorted({e.kind for e in base.entries()} | {e.kind for e in head.entries()})
     for kind in kinds:
         for key in sorted(set(base.keys(kind)) | set(head.keys(kind))):
             before, after = base.get(kind, key), head.get(kind, key)

@@ -3,18 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from mlops.manifests import Manifest
+from mlops.manifests import KINDS, Manifest
+from mlops.validation.facts import ManifestFacts, facts_of
 
 M = TypeVar("M", bound=Manifest)
 
 
-@dataclass(frozen=True)
 class Entry:
-    path: str
-    manifest: Manifest
+    """One valid manifest: its facts always, its full model when a rule asks for it.
+
+    An entry made from cached facts holds the parsed data and validates it on first use
+    (it validated before, under the same schema version, so this cannot fail).
+    """
+
+    __slots__ = ("_data", "_manifest", "facts", "path")
+
+    def __init__(
+        self,
+        path: str,
+        manifest: Manifest | None = None,
+        *,
+        facts: ManifestFacts | None = None,
+        data: Any = None,
+    ) -> None:
+        if manifest is None and (facts is None or data is None):
+            raise ValueError("an entry needs a manifest, or facts with the data to build it from")
+        self.path = path
+        self._manifest = manifest
+        self._data = data
+        self.facts = facts if facts is not None else facts_of(manifest)  # type: ignore[arg-type]
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = KINDS[self.facts.kind].model_validate(self._data)
+            self._data = None
+        return self._manifest
+
+    @property
+    def kind(self) -> str:
+        return self.facts.kind
+
+    @property
+    def key(self) -> str:
+        return self.facts.key
 
 
 class RepoIndex:
@@ -26,7 +60,7 @@ class RepoIndex:
             self.add(entry)
 
     def add(self, entry: Entry) -> None:
-        self._by_kind.setdefault(entry.manifest.kind, {})[entry.manifest.key] = entry
+        self._by_kind.setdefault(entry.kind, {})[entry.key] = entry
 
     def get(self, kind: str, key: str) -> Entry | None:
         return self._by_kind.get(kind, {}).get(key)
@@ -43,15 +77,17 @@ class RepoIndex:
 
     def of(self, cls: type[M]) -> Iterator[tuple[str, M]]:
         for entry in self.entries(cls.KIND):
-            assert isinstance(entry.manifest, cls)
-            yield entry.path, entry.manifest
+            manifest = entry.manifest
+            assert isinstance(manifest, cls)
+            yield entry.path, manifest
 
     def find(self, cls: type[M], key: str) -> M | None:
         entry = self.get(cls.KIND, key)
         if entry is None:
             return None
-        assert isinstance(entry.manifest, cls)
-        return entry.manifest
+        manifest = entry.manifest
+        assert isinstance(manifest, cls)
+        return manifest
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_kind.values())

@@ -21,7 +21,7 @@ _FRIENDLY = {
 
 def check_references(index: RepoIndex) -> Iterable[Problem]:
     for entry in index.entries():
-        for ref in entry.manifest.references():
+        for ref in entry.facts.references:
             if not ref.required or index.get(ref.kind, ref.key) is not None:
                 continue
             if path_for(ref.kind, ref.key) in index.broken_paths:
