@@ -69,7 +69,8 @@ class ParseCache:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.stats: dict[str, tuple[StatKey, str]] = {}
-        self._shards: dict[str, dict[str, Any]] = {shard: {} for shard in _SHARDS}
+        # Shards load on first use: a run whose files all have cached facts may never need parsed data.
+        self._shards: dict[str, dict[str, Any] | None] = dict.fromkeys(_SHARDS, None if folder else {})
         self._stats_dirty = False
         self._dirty_shards: set[str] = set()
         self._strings: dict[str, str] = {}
@@ -89,10 +90,6 @@ class ParseCache:
         stats = _read(folder / "stats.marshal")
         if stats is not None:
             self.stats = stats
-        for shard in _SHARDS:
-            parsed = _read(folder / f"parsed-{shard}.marshal")
-            if parsed is not None:
-                self._shards[shard] = parsed
         self._facts_file = folder / f"facts-{schema_version()}.marshal"
         self.facts = _read(self._facts_file) or {}
 
@@ -114,15 +111,25 @@ class ParseCache:
             self.stats[path] = (key, blob)
             self._stats_dirty = True
 
+    def _shard(self, name: str) -> dict[str, Any] | None:
+        if name not in self._shards:
+            return None  # not a hex id: nothing to key it by
+        shard = self._shards[name]
+        if shard is None:
+            assert self.folder is not None
+            shard = _read(self.folder / f"parsed-{name}.marshal") or {}
+            self._shards[name] = shard
+        return shard
+
     def get(self, blob: str) -> tuple[bool, Any]:
-        shard = self._shards.get(blob[:1])
+        shard = self._shard(blob[:1])
         if shard is not None and blob in shard:
             return True, shard[blob]
         return False, None
 
     def put(self, blob: str, data: Any) -> Any:
         """Remember ``data`` as the parse of ``blob``; returns the stored (equal) value for the caller to use."""
-        shard = self._shards.get(blob[:1])
+        shard = self._shard(blob[:1])
         if shard is None:  # not a hex id: nothing to key it by
             return data
         # Without a folder the cache still serves this run (the base snapshot shares most blobs with the worktree).
@@ -142,7 +149,9 @@ class ParseCache:
             for blob in set(self.facts) - live:
                 del self.facts[blob]
                 self._facts_dirty = True
-            for name, shard in self._shards.items():
+            for name in _SHARDS:
+                shard = self._shard(name)
+                assert shard is not None
                 dead = set(shard) - live
                 for blob in dead:
                     del shard[blob]
@@ -154,8 +163,10 @@ class ParseCache:
         if self.folder is None:
             return
         with contextlib.suppress(OSError, ValueError):  # a cache that cannot be written only costs speed
-            for shard in sorted(self._dirty_shards):
-                _write(self.folder / f"parsed-{shard}.marshal", self._shards[shard])
+            for name in sorted(self._dirty_shards):
+                shard = self._shards[name]
+                if shard is not None:
+                    _write(self.folder / f"parsed-{name}.marshal", shard)
             if self._facts_dirty and self._facts_file is not None:
                 _write(self._facts_file, self.facts)
                 for old in self.folder.glob("facts-*.marshal"):  # facts of older schemas are never valid again

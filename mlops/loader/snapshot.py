@@ -6,14 +6,15 @@ them into :class:`SourceDocument` values through the parse cache.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat as stat_module
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from mlops.errors import Category, Problem
+from mlops.errors import Category, InputError, Problem
 from mlops.loader.cache import ParseCache, blob_id, stat_key
 from mlops.loader.yaml_read import read_manifest
 from mlops.validation import SourceDocument
@@ -141,6 +142,16 @@ def load_documents(snapshot: _Loadable, cache: ParseCache, progress: Progress | 
     return documents
 
 
+def _parse_later(snapshot: _Loadable, cache: ParseCache, path: str, blob: str) -> Any:
+    hit, parsed = cache.get(blob)
+    if hit:
+        return parsed
+    parsed, problems = read_manifest(path, snapshot.read(path))
+    if problems:  # the file changed under us since it was scanned
+        raise InputError(f"{path}: changed while being validated; run validate again")
+    return cache.put(blob, parsed)
+
+
 def _load(
     snapshot: _Loadable, paths: list[str], cache: ParseCache, progress: Progress | None
 ) -> Iterator[SourceDocument]:
@@ -159,6 +170,12 @@ def _load(
             continue
         try:
             blob, data = snapshot.blob(path, cache)
+            facts = cache.facts_for(blob)
+            if facts is not None and data is None:
+                # Unchanged since a run in which it validated: nothing to read or parse unless a rule asks.
+                later = functools.partial(_parse_later, snapshot, cache, path, blob)
+                yield SourceDocument(path, None, blob=blob, facts=facts, load=later)
+                continue
             hit, parsed = cache.get(blob)
             if not hit and data is None:
                 # The stat cache named a blob whose parse is not cached: hash what is read, so a file that

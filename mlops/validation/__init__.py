@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ class SourceDocument:
     problems: tuple[Problem, ...] = ()
     blob: str | None = None
     facts: Any = None
+    load: Callable[[], Any] | None = None  # the parsed data, read only when needed (with cached facts)
 
 
 @dataclass
@@ -57,7 +58,7 @@ def build_index(documents: Iterable[SourceDocument]) -> Verdict:
             # Validated before under this schema: only where it lives can make it wrong now.
             problems = check_identity(doc.path, known.kind, known.name, known.version)
             if not problems:
-                verdict.index.add(Entry(doc.path, facts=known, data=doc.data))
+                verdict.index.add(Entry(doc.path, facts=known, data=doc.data, load=doc.load))
                 continue
             verdict.problems.extend(problems)
             verdict.index.broken_paths.add(doc.path)

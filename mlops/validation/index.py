@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from mlops.manifests import KINDS, Manifest
@@ -18,7 +18,7 @@ class Entry:
     (it validated before, under the same schema version, so this cannot fail).
     """
 
-    __slots__ = ("_data", "_manifest", "facts", "path")
+    __slots__ = ("_data", "_load", "_manifest", "facts", "path")
 
     def __init__(
         self,
@@ -27,19 +27,22 @@ class Entry:
         *,
         facts: ManifestFacts | None = None,
         data: Any = None,
+        load: Callable[[], Any] | None = None,
     ) -> None:
-        if manifest is None and (facts is None or data is None):
-            raise ValueError("an entry needs a manifest, or facts with the data to build it from")
+        if manifest is None and (facts is None or (data is None and load is None)):
+            raise ValueError("an entry needs a manifest, or facts with the data (or a way to load it)")
         self.path = path
         self._manifest = manifest
         self._data = data
+        self._load = load
         self.facts = facts if facts is not None else facts_of(manifest)  # type: ignore[arg-type]
 
     @property
     def manifest(self) -> Manifest:
         if self._manifest is None:
-            self._manifest = KINDS[self.facts.kind].model_validate(self._data)
-            self._data = None
+            data = self._data if self._data is not None or self._load is None else self._load()
+            self._manifest = KINDS[self.facts.kind].model_validate(data)
+            self._data = self._load = None
         return self._manifest
 
     @property
