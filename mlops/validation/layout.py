@@ -100,34 +100,39 @@ def path_for(kind: str, key: str) -> str | None:
 
 
 def check_placement(path: str, manifest: Manifest) -> list[Problem]:
+    version = getattr(getattr(manifest, "spec", None), "version", None)
+    return check_identity(path, manifest.kind, manifest.metadata.name, version if isinstance(version, int) else None)
+
+
+def check_identity(path: str, kind: str, name: str, version: int | None) -> list[Problem]:
+    """The kind, name and version a manifest declares agree with where it lives."""
     slot = slot_for(path)
     if slot is None:
-        return [misplaced(path, manifest.kind)]
+        return [misplaced(path, kind)]
     problems = []
-    if manifest.kind not in slot.kinds:
+    if kind not in slot.kinds:
         expected = " or ".join(sorted(slot.kinds)) if len(slot.kinds) < 4 else "a policy kind"
         problems.append(
             Problem(
                 path,
-                f"a {manifest.kind} does not belong here: this path holds {expected}; "
-                f"{manifest.kind} manifests live at {where_kind_lives(manifest.kind)}",
+                f"a {kind} does not belong here: this path holds {expected}; "
+                f"{kind} manifests live at {where_kind_lives(kind)}",
                 field=("kind",),
                 category=Category.SCHEMA,
                 code="misplaced",
             )
         )
-    if manifest.metadata.name != slot.name:
+    if name != slot.name:
         problems.append(
             Problem(
                 path,
-                f"name {manifest.metadata.name!r} does not match its path, which says {slot.name!r}",
+                f"name {name!r} does not match its path, which says {slot.name!r}",
                 field=("metadata", "name"),
                 category=Category.SCHEMA,
                 code="name-mismatch",
             )
         )
-    version = getattr(getattr(manifest, "spec", None), "version", None)
-    if slot.version is not None and isinstance(version, int) and str(version) != slot.version:
+    if slot.version is not None and version is not None and str(version) != slot.version:
         problems.append(
             Problem(
                 path,
