@@ -35,7 +35,7 @@ def cli(show_traceback: bool) -> None:
 
 
 def _register() -> None:
-    from mlops.cli import init, model, promote, schema, store, validate
+    from mlops.cli import init, model, promote, runs, schema, store, validate
 
     cli.add_command(validate.validate)
     cli.add_command(model.model)
@@ -44,6 +44,8 @@ def _register() -> None:
     cli.add_command(init.init)
     cli.add_command(schema.schema)
     cli.add_command(store.store)
+    cli.add_command(runs.runs)
+    cli.add_command(runs.projects)
 
 
 _register()

@@ -1,7 +1,7 @@
 """Where the tool's settings come from: ``[tool.mlops]`` in the repository's pyproject.toml, then the environment.
 
 Environment variables win, so CI and teams can point the same repository at shared
-services (``MLOPS_STORE=s3://bucket/prefix``) without editing it.
+services (``MLOPS_STORE=s3://bucket/prefix``, ``MLOPS_TRACKING_URI=postgresql://...``) without editing it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from pathlib import Path
 from mlops.errors import InputError
 
 DEFAULT_STORE = ".mlops/store"
+DEFAULT_TRACKING = "sqlite:///.mlops/tracking.db"  # relative to the repository
 
 
 @dataclass(frozen=True)
 class Settings:
     root: Path
     store: str
+    tracking: str = DEFAULT_TRACKING  # sqlite:///path (relative to root), sqlite:////abs/path or postgresql://...
 
 
 def load_settings(root: Path) -> Settings:
@@ -38,4 +40,7 @@ def load_settings(root: Path) -> Settings:
     store = os.environ.get("MLOPS_STORE") or table.get("store") or DEFAULT_STORE
     if not isinstance(store, str):
         raise InputError(f"{pyproject}: [tool.mlops] store must be a string (a folder or s3://bucket/prefix)")
-    return Settings(root=root, store=store)
+    tracking = os.environ.get("MLOPS_TRACKING_URI") or table.get("tracking") or DEFAULT_TRACKING
+    if not isinstance(tracking, str):
+        raise InputError(f"{pyproject}: [tool.mlops] tracking must be a string (sqlite:///path or postgresql://...)")
+    return Settings(root=root, store=store, tracking=tracking)

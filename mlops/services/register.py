@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from mlops.manifests.base import API_VERSION, check_name, version_key
 from mlops.manifests.common import ArtifactFormat, Task
 from mlops.services.publish import CommitOptions, Publication, publish
 from mlops.services.repository import load_index, registered_versions, repo_root
+from mlops.services.runs import lineage_of_run
 from mlops.services.store import repo_store
 from mlops.validation.index import RepoIndex
 
@@ -41,6 +42,7 @@ class RegisterRequest:
     task: str | None = None
     datasets: tuple[str, ...] = ()
     model_class: str | None = None
+    commit: str | None = None  # the code's git commit (lineage); filled from the tracked run
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,16 @@ def register_model(root: Path, request: RegisterRequest, options: CommitOptions)
     version_path = f"registry/models/{request.name}/versions/{version}.yaml"
     user_metrics = _read_mapping(request.metrics_file, "metrics")
     user_params = _read_mapping(request.params_file, "params")
+    tracked = lineage_of_run(root, request.run_id)  # None unless the tracking store knows the run
+    if tracked is not None:  # the run's values, under what the user states explicitly
+        user_metrics = {**tracked.metrics, **user_metrics}
+        user_params = {**tracked.params, **user_params}
+        request = replace(
+            request,
+            run_id=tracked.run_id,
+            datasets=request.datasets or tracked.datasets,
+            commit=request.commit or tracked.commit,
+        )
     # Validate everything before anything is stored or written.
     draft = _version_data(root, request, version, info, "sha256:" + "0" * 64, 0, user_metrics, user_params)
     _validated(version_path, draft)
@@ -194,6 +206,8 @@ def _version_data(
     lineage: dict[str, Any] = {}
     if request.datasets:
         lineage["datasets"] = list(request.datasets)
+    if request.commit:
+        lineage["commit"] = request.commit
     run = request.run_id or info.run_id
     if run:
         lineage["run"] = run
