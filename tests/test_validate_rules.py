@@ -62,7 +62,7 @@ def test_environment_pointing_at_missing_version_lists_existing_versions(example
         "environments/production.yaml:13:7: spec.deployments[0].version: "
         "model version 'churn@9' does not exist; churn has versions 1, 2, 3",
     )
-    assert result.lines[-1] == "failed: 19 manifests: 1 error, 0 warnings"
+    assert result.lines[-1] == "failed: 20 manifests: 1 error, 0 warnings"
 
 
 def test_model_lineage_naming_missing_dataset_version(example_repo: Path, mlops: Run) -> None:
@@ -245,7 +245,7 @@ def test_pickle_with_exception_is_a_counted_warning(example_repo: Path, mlops: R
         "registry/models/churn/versions/1.yaml:12:5: warning: spec.artifact.format: churn@1 uses pickle under an "
         "exception in policies/artifacts.yaml (legacy baseline, kept for comparison (ML-12))",
     )
-    assert result.lines[-1] == "ok: 19 manifests: 0 errors, 1 warning"
+    assert result.lines[-1] == "ok: 20 manifests: 0 errors, 1 warning"
 
 
 def test_exception_for_another_model_does_not_cover(example_repo: Path, mlops: Run) -> None:
@@ -266,7 +266,7 @@ def test_pickle_allowed_for_every_model_is_still_reported(example_repo: Path, ml
         "registry/models/churn/versions/1.yaml:12:5: warning: spec.artifact.format: churn@1 uses pickle, which can "
         "run code when loaded; policies/artifacts.yaml allows it for every model",
     )
-    assert result.lines[-1] == "ok: 19 manifests: 0 errors, 1 warning"
+    assert result.lines[-1] == "ok: 20 manifests: 0 errors, 1 warning"
 
 
 # --- promotion policies and risk ----------------------------------------------------------------
@@ -395,6 +395,8 @@ def test_quarantined_dataset_blocks_staging_but_not_development(example_repo: Pa
         f"environments/production.yaml:26:7: spec.deployments[1].version: ltv@1 {beyond}",
         f"environments/staging.yaml:13:7: spec.deployments[0].version: churn@2 {beyond}",
         f"environments/staging.yaml:18:7: spec.deployments[1].version: ltv@2 {beyond}",
+        "pipelines/train-churn/pipeline.yaml:16:9: spec.steps[0].inputs.data: dataset://customers@1 is quarantined; "
+        "a pipeline cannot read it: point at a validated version",
     )
     # development deploys churn@3 and ltv@2, trained on the same dataset: allowed there.
     assert not any(line.startswith("environments/development.yaml") for line in result.lines)
@@ -410,8 +412,10 @@ def test_failed_dataset_blocks_staging(example_repo: Path, mlops: Run) -> None:
         "environments/production.yaml:26:7",
         "environments/staging.yaml:13:7",
         "environments/staging.yaml:18:7",
+        "pipelines/train-churn/pipeline.yaml:16:9",
     ]
-    assert all("which is failed; it cannot be deployed beyond development" in line for line in lines)
+    assert all("which is failed; it cannot be deployed beyond development" in line for line in lines[:4])
+    assert lines[4].endswith("dataset://customers@1 is failed; a pipeline cannot read it: point at a validated version")
 
 
 def test_all_problems_in_one_run(example_repo: Path, mlops: Run) -> None:
@@ -426,4 +430,4 @@ def test_all_problems_in_one_run(example_repo: Path, mlops: Run) -> None:
         "pipelines/train-churn/pipeline.yaml:24:9",
         "registry/models/churn/versions/1.yaml:12:5",
     ]
-    assert result.lines[-1] == "failed: 19 manifests: 3 errors, 0 warnings"
+    assert result.lines[-1] == "failed: 20 manifests: 3 errors, 0 warnings"

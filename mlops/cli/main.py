@@ -35,7 +35,7 @@ def cli(show_traceback: bool) -> None:
 
 
 def _register() -> None:
-    from mlops.cli import init, model, promote, runs, schema, store, validate
+    from mlops.cli import data, init, model, promote, runs, schema, store, validate
 
     cli.add_command(validate.validate)
     cli.add_command(model.model)
@@ -46,6 +46,7 @@ def _register() -> None:
     cli.add_command(store.store)
     cli.add_command(runs.runs)
     cli.add_command(runs.projects)
+    cli.add_command(data.data)
 
 
 _register()

@@ -11,6 +11,7 @@ from mlops.manifests.model_version import ModelVersion
 from mlops.manifests.pipeline import Pipeline
 from mlops.manifests.policies import AccessPolicy, ArtifactPolicy, PromotionPolicy, RiskPolicy
 from mlops.manifests.project import Project
+from mlops.manifests.quality import QualityRules
 
 KINDS: dict[str, type[Manifest]] = {
     cls.KIND: cls
@@ -19,6 +20,7 @@ KINDS: dict[str, type[Manifest]] = {
         ModelVersion,
         Dataset,
         DatasetVersion,
+        QualityRules,
         Pipeline,
         Environment,
         Project,
@@ -47,6 +49,7 @@ __all__ = [
     "Pipeline",
     "Project",
     "PromotionPolicy",
+    "QualityRules",
     "Reference",
     "RiskPolicy",
     "version_key",

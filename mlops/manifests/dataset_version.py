@@ -51,16 +51,32 @@ class DataFile(StrictModel):
     size: Annotated[int, Field(ge=0)]
 
 
+class ColumnStats(StrictModel):
+    """What a snapshot measured in one column; ``mlops data diff`` compares these between versions."""
+
+    nulls: Annotated[int, Field(ge=0)] = 0
+    distinct: Annotated[int, Field(ge=0)] | None = None
+    min: float | str | None = Field(default=None, description="Numbers; ISO 8601 text for dates")
+    max: float | str | None = None
+    mean: float | None = Field(default=None, description="Numbers; the share of true values for booleans")
+    std: float | None = None
+
+
 class Column(StrictModel):
     name: str
     type: str
     nullable: bool = True
+    stats: ColumnStats | None = None
 
 
 class Quality(StrictModel):
     status: QualityStatus = QualityStatus.UNVALIDATED
     score: Annotated[float, Field(ge=0, le=1)] | None = None
     rules: str | None = Field(default=None, description="Repository path of the rules that were applied")
+    threshold: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="The rules' threshold when they were applied"
+    )
+    failed: list[str] = Field(default_factory=list, description="Checks that failed (column.check)")
     checkedAt: str | None = None
 
 
@@ -71,6 +87,13 @@ class DatasetVersionSpec(StrictModel):
     size: Annotated[int, Field(ge=0)]
     fileCount: Annotated[int, Field(ge=0)]
     files: list[DataFile] = Field(default_factory=list)
+    filesIndex: Digest | None = Field(
+        default=None,
+        description=(
+            "For trees too large to list here: the store blob holding every file as 'path TAB digest TAB size' "
+            "lines, sorted by path (the very bytes the fingerprint hashes, so its digest is the fingerprint's)"
+        ),
+    )
     format: str | None = None
     rows: Annotated[int, Field(ge=0)] | None = None
     columns: list[Column] = Field(default_factory=list)
@@ -82,8 +105,27 @@ class DatasetVersionSpec(StrictModel):
 
 def tree_fingerprint(files: list[DataFile]) -> str:
     """sha256 over the sorted ``path<TAB>digest<TAB>size`` lines: names, contents and sizes all count."""
+    return "sha256:" + hashlib.sha256(files_index_bytes(files)).hexdigest()
+
+
+def files_index_bytes(files: list[DataFile]) -> bytes:
+    """The sorted ``path<TAB>digest<TAB>size`` lines the fingerprint hashes (also the ``filesIndex`` blob)."""
     lines = "".join(f"{f.path}\t{f.digest}\t{f.size}\n" for f in sorted(files, key=lambda f: f.path))
-    return "sha256:" + hashlib.sha256(lines.encode("utf-8")).hexdigest()
+    return lines.encode("utf-8")
+
+
+def parse_files_index(data: bytes) -> list[DataFile]:
+    """The inverse of :func:`files_index_bytes`; ValueError for bytes that are not such a list."""
+    files = []
+    lines = data.decode("utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for number, line in enumerate(lines, 1):
+        parts = line.split("\t")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise ValueError(f"line {number}: expected 'path TAB digest TAB size'")
+        files.append(DataFile(path=parts[0], digest=parts[1], size=int(parts[2])))
+    return files
 
 
 class DatasetVersion(Manifest):
@@ -103,5 +145,7 @@ class DatasetVersion(Manifest):
         yield Reference("Dataset", self.metadata.name, ("metadata", "name"))
 
     def artifacts(self) -> Iterator[ArtifactRef]:
+        if self.spec.filesIndex is not None:
+            yield ArtifactRef(self.spec.filesIndex, ("spec", "filesIndex"))
         for i, data_file in enumerate(self.spec.files):
             yield ArtifactRef(data_file.digest, ("spec", "files", i, "digest"))

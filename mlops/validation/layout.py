@@ -38,6 +38,11 @@ _RULES: list[tuple[re.Pattern[str], frozenset[str], str]] = [
         "registry/datasets/<name>/versions/<n>.yaml",
     ),
     (
+        re.compile(rf"^registry/datasets/{_SEG}/quality\.yaml$"),
+        frozenset({"QualityRules"}),
+        "registry/datasets/<name>/quality.yaml",
+    ),
+    (
         re.compile(rf"^registry/experiments/{_SEG}\.yaml$"),
         frozenset({"Project"}),
         "registry/experiments/<name>.yaml",
@@ -92,6 +97,7 @@ def path_for(kind: str, key: str) -> str | None:
         "ModelVersion": f"registry/models/{name}/versions/{version}.yaml",
         "Dataset": f"registry/datasets/{name}/dataset.yaml",
         "DatasetVersion": f"registry/datasets/{name}/versions/{version}.yaml",
+        "QualityRules": f"registry/datasets/{name}/quality.yaml",
         "Project": f"registry/experiments/{name}.yaml",
         "Pipeline": f"pipelines/{name}/pipeline.yaml",
         "Environment": f"environments/{name}.yaml",

@@ -5,8 +5,10 @@
 * promotion floors: what an environment points at meets that environment's metric
   floors and risk-tier ceiling;
 * risk tiers: a model's tier may cap the environments it may reach;
-* pointers: no environment points at an archived version or at a model trained on a
-  quarantined or failed dataset version.
+* pointers: no environment points at an archived version, nor, beyond its first
+  environments, at a model trained on a dataset version that is quarantined, failed or scored
+  below its quality rules' threshold;
+* pipeline inputs: no pipeline reads such a dataset version (UC-18 4a).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from mlops.manifests import (
     Environment,
     Model,
     ModelVersion,
+    Pipeline,
     PromotionPolicy,
+    QualityRules,
     RiskPolicy,
 )
 from mlops.manifests.base import parse_versioned_uri, version_key
@@ -44,6 +48,7 @@ def _policy(
 def check_policies(index: RepoIndex) -> Iterator[Problem]:
     yield from _artifact_formats(index)
     yield from _environment_pointers(index)
+    yield from _pipeline_inputs(index)
     yield from _promotion_floors(index)
     yield from _risk_tiers(index)
 
@@ -63,42 +68,97 @@ def _artifact_formats(index: RepoIndex) -> Iterator[Problem]:
         for exception in policy.spec.exceptions:
             for fmt in exception.formats:
                 exceptions[(exception.model, fmt)] = (path, exception.reason)
-    for path, version in index.of(ModelVersion):
-        fmt = version.spec.artifact.format
+    # Facts, not full manifests: this runs over every registered version (thousands) on every validate.
+    for entry in index.entries(ModelVersion.KIND):
+        path, name, key = entry.path, entry.facts.name, entry.key
+        fmt = ArtifactFormat(entry.facts.artifact_format or "")
         field = ("spec", "artifact", "format")
         if fmt in allowed:
             if not fmt.safe:
                 # Allowed for every model: legal, but every use of a code-running format stays visible.
                 yield _policy(
                     path,
-                    f"{version.key} uses {fmt.value}, which can run code when loaded; "
+                    f"{key} uses {fmt.value}, which can run code when loaded; "
                     f"{allowed[fmt]} allows it for every model",
                     field,
                     "unsafe-format-allowed",
                     Severity.WARNING,
                 )
             continue
-        granted = exceptions.get((version.metadata.name, fmt))
+        granted = exceptions.get((name, fmt))
         if granted is None:
             safe = ", ".join(f.value for f in ArtifactFormat if f.safe)
             yield _policy(
                 path,
                 f"format {fmt.value!r} is not allowed: it can run code when loaded. Use one of {safe}, "
-                f"or add an exception for model {version.metadata.name!r} to an ArtifactPolicy",
+                f"or add an exception for model {name!r} to an ArtifactPolicy",
                 field,
                 "format-not-allowed",
             )
         else:
             yield _policy(
                 path,
-                f"{version.key} uses {fmt.value} under an exception in {granted[0]} ({granted[1]})",
+                f"{key} uses {fmt.value} under an exception in {granted[0]} ({granted[1]})",
                 field,
                 "format-exception",
                 Severity.WARNING,
             )
 
 
+def unusable_dataset(index: RepoIndex, dataset: DatasetVersion) -> str | None:
+    """Why a dataset version must not feed a pipeline or a model beyond the first environments, or None.
+
+    Read as "<version> <reason>": "is quarantined", "scored 0.80, below the quality threshold 0.95".
+    """
+    quality = dataset.spec.quality
+    if quality.status in (QualityStatus.QUARANTINED, QualityStatus.FAILED):
+        return f"is {quality.status.value}"
+    rules = index.find(QualityRules, dataset.metadata.name)
+    if rules is not None and quality.score is not None and quality.score < rules.spec.threshold:
+        return f"scored {quality.score:.2f}, below the quality threshold {rules.spec.threshold:.2f}"
+    return None
+
+
+def _first_environments(index: RepoIndex) -> list[str]:
+    """Environments nothing is promoted into (the start of every promotion chain); 'development' without chains."""
+    targets = {p.spec.environment for _, p in index.of(PromotionPolicy) if p.spec.previousEnvironment is not None}
+    if not targets:
+        return ["development"]
+    return sorted(e for e in index.keys("Environment") if e not in targets) or ["development"]
+
+
+def _pipeline_inputs(index: RepoIndex) -> Iterator[Problem]:
+    for path, pipeline in index.of(Pipeline):
+        for ref in pipeline.references():
+            if ref.kind != "DatasetVersion":
+                continue
+            dataset = index.find(DatasetVersion, ref.key)
+            if dataset is None:
+                continue  # reported as a dangling reference
+            reason = unusable_dataset(index, dataset)
+            if reason is not None:
+                yield _policy(
+                    path,
+                    f"dataset://{ref.key} {reason}; a pipeline cannot read it: point at a validated version",
+                    ref.field,
+                    "dataset-quality",
+                )
+            elif (
+                dataset.spec.quality.status is QualityStatus.UNVALIDATED
+                and index.find(QualityRules, dataset.metadata.name) is not None
+            ):
+                yield _policy(
+                    path,
+                    f"dataset://{ref.key} has not been checked against its quality rules; "
+                    f"run `mlops data validate {ref.key}`",
+                    ref.field,
+                    "dataset-unvalidated",
+                    Severity.WARNING,
+                )
+
+
 def _environment_pointers(index: RepoIndex) -> Iterator[Problem]:
+    first = _first_environments(index)
     for path, env in index.of(Environment):
         for i, deployment in enumerate(env.spec.deployments):
             version = index.find(ModelVersion, deployment.version_key)
@@ -112,12 +172,12 @@ def _environment_pointers(index: RepoIndex) -> Iterator[Problem]:
                 dataset = index.find(DatasetVersion, version_key(name, number))
                 if dataset is None:
                     continue
-                status = dataset.spec.quality.status
-                if status in (QualityStatus.QUARANTINED, QualityStatus.FAILED) and env.metadata.name != "development":
+                reason = unusable_dataset(index, dataset)
+                if reason is not None and env.metadata.name not in first:
                     yield _policy(
                         path,
-                        f"{deployment.version_key} was trained on {uri}, which is {status.value}; "
-                        "it cannot be deployed beyond development",
+                        f"{deployment.version_key} was trained on {uri}, which {reason}; "
+                        f"it cannot be deployed beyond {' or '.join(first)}",
                         field,
                         "dataset-quality",
                     )

@@ -1,0 +1,240 @@
+"""`mlops data snapshot` on (a) 10,000 small files and (b) one 1 GB file, against hashlib sha256 of the same bytes.
+
+Run from the repository root with the project's virtualenv::
+
+    .venv/bin/python benchmarks/snapshot_10k.py [--files 10000] [--file-kb 2] [--big-mb 1024] [--repeat 3]
+
+Each measurement is repeated (median reported), in the same run and on the same bytes:
+
+* baseline: hashlib.sha256 over every file, one after the other, in this process (the floor a
+  snapshot cannot go below: it must read and hash every byte);
+* hash phase: ``mlops.loader.hashing`` (scan + parallel hashing, stat checks before and after
+  each file, no cache) in this process: what a snapshot spends on hashing;
+* snapshot: ``mlops data snapshot DIR --name bench`` as a subprocess of the real CLI into a fresh
+  repository and an empty store: scan, hash, store every blob (the local store writes each to a
+  temporary file, fsyncs it and renames it into place), write the manifest, commit. Process
+  start-up and imports included, as a user pays them;
+* re-snapshot: the same command again on the unchanged tree (stat cache warm, every blob
+  already stored): it must find the content registered and do nothing.
+
+The files are written, then the benchmark waits out the stat cache's "racily clean" window
+(2 s, see ``mlops/loader/hashing.py``): files changed within it are never remembered, so a
+re-snapshot right after writing would (correctly) read them again.
+
+Goals: snapshot / baseline <= 1.5 for (a) and (b); re-snapshot of (a) under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RATIO_GOAL = 1.5
+RESNAPSHOT_GOAL = 1.0
+RACY_WAIT = 2.1  # seconds; mlops.loader.hashing.RACY_NS plus a margin
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cli_command() -> list[str]:
+    script = Path(sys.executable).with_name("mlops.exe" if os.name == "nt" else "mlops")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from mlops.cli.main import main; main()"]
+
+
+@dataclass
+class Measured:
+    runs: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+
+def measure(repeat: int, before: Callable[[int], None], run: Callable[[], float]) -> Measured:
+    out = Measured()
+    for i in range(repeat):
+        before(i)
+        out.runs.append(run())
+    return out
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def make_small_files(folder: Path, count: int, size: int) -> None:
+    per_folder = 100
+    for i in range(count):
+        sub = folder / f"part-{i // per_folder:04d}"
+        if i % per_folder == 0:
+            sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"sample-{i:06d}.bin").write_bytes(os.urandom(size))
+
+
+def make_big_file(folder: Path, megabytes: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    chunk = os.urandom(1 << 20)
+    with (folder / "big.bin").open("wb") as handle:
+        for i in range(megabytes):
+            handle.write(chunk[i % 251 :] + chunk[: i % 251])  # every MiB differs, no dedup anywhere
+
+
+def make_repo(root: Path) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "registry" / "datasets").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.mlops]\nstore = ".mlops/store"\n', encoding="utf-8")
+    (root / ".gitignore").write_text(".mlops/\n", encoding="utf-8")
+    env = _git_env()
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "empty state"]):
+        subprocess.run(["git", *args], cwd=root, check=True, env=env, capture_output=True)
+
+
+def _git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MLOPS_STORE", None)
+    for role in ("AUTHOR", "COMMITTER"):
+        env.setdefault(f"GIT_{role}_NAME", "Benchmark")
+        env.setdefault(f"GIT_{role}_EMAIL", "bench@example.com")
+    return env
+
+
+# --------------------------------------------------------------------------------------------- timings
+
+
+def hashlib_baseline(folder: Path) -> float:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    start = time.perf_counter()
+    for path in files:
+        with path.open("rb") as handle:
+            hashlib.file_digest(handle, "sha256").hexdigest()
+    return time.perf_counter() - start
+
+
+def hash_phase(folder: Path) -> float:
+    from mlops.loader.hashing import HashCache, hash_files, scan
+
+    start = time.perf_counter()
+    hash_files(scan(folder), HashCache(None))
+    return time.perf_counter() - start
+
+
+def snapshot(repo: Path, folder: Path, expect: str) -> float:
+    command = [*cli_command(), "data", "snapshot", str(folder), "--name", "bench", "--owner", "bench@example.com"]
+    start = time.perf_counter()
+    result = subprocess.run([*command, "--repo", str(repo)], capture_output=True, text=True, env=_git_env())
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0 or not result.stdout.startswith(expect):
+        sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
+        raise SystemExit(f"snapshot did not do what was expected (exit {result.returncode}, wanted '{expect}...')")
+    hashed = next((line for line in result.stdout.splitlines() if line.startswith("hashed ")), "")
+    say(f"    {elapsed:.3f} s: {hashed}")
+    return elapsed
+
+
+@dataclass
+class Case:
+    label: str
+    baseline: Measured
+    phase: Measured
+    cold: Measured
+    warm: Measured
+    size: int
+    files: int
+
+
+def run_case(label: str, folder: Path, work: Path, repeat: int) -> Case:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    say(f"{label}: {len(files):,} files, {size / (1 << 20):,.1f} MiB")
+    # Warm the page cache the same way for everyone: read everything once.
+    hashlib_baseline(folder)
+    say("  baseline: hashlib.sha256, file by file, in process")
+    baseline = measure(repeat, lambda _: None, lambda: hashlib_baseline(folder))
+    say("  hash phase: mlops.loader.hashing, no cache, in process")
+    phase = measure(repeat, lambda _: None, lambda: hash_phase(folder))
+    repo = work / f"repo-{label[:3].strip('() ')}"
+    say("  snapshot: `mlops data snapshot`, fresh repository, empty store, CLI subprocess")
+    cold = measure(repeat, lambda _: make_repo(repo), lambda: snapshot(repo, folder, "registered bench@1"))
+    say("  re-snapshot: the same command on the unchanged tree")
+    warm = measure(repeat, lambda _: None, lambda: snapshot(repo, folder, "unchanged"))
+    shutil.rmtree(repo, ignore_errors=True)
+    return Case(label, baseline, phase, cold, warm, size, len(files))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--files", type=int, default=10_000, help="small files in case (a)")
+    parser.add_argument("--file-kb", type=float, default=2, help="size of each small file, KiB")
+    parser.add_argument("--big-mb", type=int, default=1024, help="size of the file in case (b), MiB (0 skips it)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
+    parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args(argv)
+    try:
+        import mlops.loader.hashing  # noqa: F401
+    except ImportError:
+        raise SystemExit("mlops is not importable: run this with the project's virtualenv (.venv/bin/python)") from None
+    work = Path(tempfile.mkdtemp(prefix="mlops-snapbench-"))
+    try:
+        return _run(work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, args: argparse.Namespace) -> int:
+    small, big = work / "small", work / "big"
+    big_text = f" and one of {args.big_mb:,} MiB" if args.big_mb else ""
+    say(f"writing {args.files:,} files of {args.file_kb:g} KiB{big_text}")
+    make_small_files(small, args.files, int(args.file_kb * 1024))
+    if args.big_mb:
+        make_big_file(big, args.big_mb)
+    time.sleep(RACY_WAIT)
+    cases = [run_case(f"(a) {args.files:,} x {args.file_kb:g} KiB", small, work, args.repeat)]
+    if args.big_mb:
+        cases.append(run_case(f"(b) 1 x {args.big_mb:,} MiB", big, work, args.repeat))
+
+    say("")
+    say(f"median of {args.repeat} runs; snapshot rows are CLI subprocesses (start-up included)")
+    say(f"{'case':<24}{'hashlib':>10}{'hash phase':>12}{'snapshot':>10}{'re-snapshot':>13}{'hash/hl':>9}{'snap/hl':>9}")
+    ok = True
+    for case in cases:
+        hl = case.baseline.median
+        say(
+            f"{case.label:<24}{hl:>9.3f}s{case.phase.median:>11.3f}s{case.cold.median:>9.3f}s"
+            f"{case.warm.median:>12.3f}s{case.phase.median / hl:>8.2f}x{case.cold.median / hl:>8.2f}x"
+        )
+    say("")
+    for case in cases:
+        runs = lambda m: " ".join(f"{r:.3f}" for r in m.runs)  # noqa: E731
+        say(f"{case.label}: hashlib {runs(case.baseline)} | hash {runs(case.phase)} | snapshot {runs(case.cold)} "
+            f"| re-snapshot {runs(case.warm)}")
+    say("")
+    for case in cases:
+        ratio = case.cold.median / case.baseline.median
+        met = ratio <= RATIO_GOAL
+        ok = ok and met
+        say(f"{case.label}: snapshot / hashlib = {ratio:6.2f}   goal <= {RATIO_GOAL}   {'PASS' if met else 'MISS'}"
+            f"   (hash phase / hashlib = {case.phase.median / case.baseline.median:.2f})")
+    warm = cases[0].warm.median
+    met = warm < RESNAPSHOT_GOAL
+    ok = ok and met
+    say(f"{cases[0].label}: re-snapshot unchanged = {warm:.3f} s   goal < {RESNAPSHOT_GOAL:.1f} s   "
+        f"{'PASS' if met else 'MISS'}")
+    return 1 if args.fail_on_miss and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

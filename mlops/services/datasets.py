@@ -1,0 +1,671 @@
+"""`mlops data snapshot|list|show|get|diff`: immutable, content-addressed dataset versions (UC-16).
+
+A snapshot hashes every file (in parallel, with a stat cache so an unchanged tree is not read
+again), stores each blob once in the content-addressed store (a file that did not change
+between versions is not stored again), profiles the table when there is one, runs the
+dataset's quality rules when it has them (UC-16 2a), and writes
+``registry/datasets/<name>/versions/<n>.yaml`` in one commit. The version is addressed as
+``dataset://<name>@<n>`` from then on.
+
+Order matters for "a failed command leaves the repository and store as they were": every
+check that can refuse (unreadable tables, files changing under us, a version number taken by
+other content) runs before the first blob is stored, and the manifest is written last. The
+one thing a late failure (a commit git refuses, say) can leave behind is blobs nobody points
+at: content-addressed, unreachable and harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from mlops.errors import InputError, MlopsError, UsageError
+from mlops.loader.gitwrite import git_identity
+from mlops.loader.hashing import (
+    RACY_NS,
+    FileChanged,
+    HashCache,
+    HashedFile,
+    ScannedFile,
+    changed_message,
+    hash_files,
+    scan,
+    stat_key,
+)
+from mlops.loader.manifest_io import render_manifest
+from mlops.manifests import Dataset, DatasetVersion, ModelVersion, Pipeline, QualityRules
+from mlops.manifests.base import API_VERSION, check_name, parse_versioned_uri, version_key
+from mlops.manifests.dataset_version import DataFile, files_index_bytes, tree_fingerprint
+from mlops.services.data_tables import Table, TableSource, read_tables, table_format
+from mlops.services.data_versions import (
+    LoadedRules,
+    fetch,
+    find_version,
+    in_parallel,
+    iso,
+    registered_numbers,
+    repo_rules,
+    version_files,
+    version_path,
+    version_table,
+)
+from mlops.services.repository import load_index, repo_root
+from mlops.services.store import repo_store
+from mlops.stores.artifacts import ArtifactStore, LocalArtifactStore
+from mlops.validation.index import RepoIndex
+
+if TYPE_CHECKING:
+    from mlops.analysis.quality import QualityResult
+    from mlops.analysis.tabular import FileDiff, RowDiff, SchemaDiff, TableProfile
+    from mlops.services.publish import CommitOptions, Publication
+    from mlops.stores.notify import Delivery
+
+Progress = Callable[[int, int], None]
+
+# Up to this many files are listed in the manifest itself; larger trees keep the list in one store blob
+# (spec.filesIndex), so a 10,000-file snapshot stays a short, reviewable YAML file.
+INLINE_FILES = 200
+
+
+class VersionConflict(MlopsError):
+    """The version number asked for is taken by other content (UC-16 6a)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    path: Path
+    name: str
+    version: int | None = None  # None: the next free number
+    description: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    owner: str | None = None  # for a dataset that does not exist yet
+    profile: bool = True  # read tables (schema, rows, statistics) and run quality rules
+
+
+@dataclass
+class SnapshotResult:
+    key: str
+    path: str  # the manifest's repository path
+    created: bool  # False: the same content is already registered as ``key``
+    fingerprint: str
+    files: int
+    size: int
+    hashed: int  # files read (the rest came from the stat cache)
+    stored: int  # blobs the store did not have
+    stored_bytes: int
+    streamed: int = 0  # large files hashed while they were copied into the store (new or not)
+    format: str | None = None
+    rows: int | None = None
+    columns: int = 0
+    quality: QualityResult | None = None
+    rules: str | None = None
+    notes: list[str] = field(default_factory=list)
+    publication: Publication | None = None
+    deliveries: list[Delivery] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)  # stdout notifications, for the CLI to print
+
+    @property
+    def uri(self) -> str:
+        return f"dataset://{self.key}"
+
+
+def snapshot(
+    root: Path,
+    request: SnapshotRequest,
+    options: CommitOptions,
+    hash_progress: Progress | None = None,
+    store_progress: Progress | None = None,
+    now: dt.datetime | None = None,
+) -> SnapshotResult:
+    root = repo_root(root)
+    try:
+        check_name(request.name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    now = now or dt.datetime.now(dt.UTC)
+    index = load_index(root)
+    rules = repo_rules(index, request.name) if request.profile else None
+    dataset = index.find(Dataset, request.name)
+    if dataset is None and f"registry/datasets/{request.name}/dataset.yaml" in index.broken_paths:
+        raise InputError(f"registry/datasets/{request.name}/dataset.yaml has problems; `mlops validate` names them")
+
+    scanned = scan(request.path)
+    cache = HashCache.for_repo(root)
+    store = repo_store(root)
+    direct = _direct_candidates(root, request, scanned, cache, store)
+    early: _Analysis | None = None
+    if direct:
+        # Large files the cache does not know go straight into the local store, hashed on the way: one read
+        # instead of two. Everything that can refuse the snapshot (unreadable tables, files that move) runs
+        # first, so a refusal still leaves the store as it was.
+        early = _analyze(request, scanned, rules, index, store, now)
+        _check_unchanged(scanned)
+    hashed, read = hash_files([s for s in scanned if s.rel not in direct], cache, hash_progress)
+    if direct:
+        hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
+        read += len(direct)
+    cache.forget_under(_cache_prefix(scanned, request.path), (f.path for f in scanned))
+    cache.save()  # digests are true whatever happens next; a retry need not read the files again
+
+    # The scan already refused every name a DataFile would (see hashing._check_name): build without re-validating,
+    # which for 10,000 files is a tenth of an unchanged re-snapshot.
+    files = [DataFile.model_construct(path=h.rel, digest=h.digest, size=h.size) for h in hashed]
+    fingerprint = tree_fingerprint(files)
+    size = sum(f.size for f in files)
+    existing = _same_content(index, request.name, fingerprint)
+    number = _pick_version(root, index, request, fingerprint, existing)
+    key = version_key(request.name, number)
+    result = SnapshotResult(
+        key=key,
+        path=version_path(request.name, number),
+        created=existing is None,
+        fingerprint=fingerprint,
+        files=len(files),
+        size=size,
+        hashed=read,
+        stored=0,
+        stored_bytes=0,
+        streamed=len(direct),
+    )
+    if existing is not None:
+        # Same content, already registered: nothing to write. Blobs a fresh store lacks are put back.
+        _store_blobs(store, hashed, files, result, store_progress)
+        if existing.spec.filesIndex is not None:
+            _store_index(store, files, fingerprint)
+        result.format, result.rows = existing.spec.format, existing.spec.rows
+        result.columns = len(existing.spec.columns)
+        return result
+
+    # Only a new version needs what follows; an unchanged re-snapshot never imports it.
+    from mlops.services.data_quality import notification_for, notify
+    from mlops.services.publish import publish
+
+    analysis = early if early is not None else _analyze(request, hashed, rules, index, store, now)
+    table, profile, quality = analysis.table, analysis.profile, analysis.quality
+    result.notes.extend(analysis.notes)
+    _check_unchanged(hashed)
+
+    _store_blobs(store, hashed, files, result, store_progress)
+    index_digest = _store_index(store, files, fingerprint) if len(files) > INLINE_FILES else None
+    _check_unchanged(hashed)  # the bytes stored are the bytes hashed, and nothing moved since
+
+    result.format = _format(files, table)
+    result.rows = None if profile is None else profile.rows
+    result.columns = 0 if profile is None else len(profile.columns)
+    result.quality = quality
+    result.rules = rules.path if rules is not None and quality is not None else None
+    data = _version_data(root, request, number, files, fingerprint, size, index_digest, result, profile, rules, now)
+    changes = {result.path: render_manifest(result.path, data)}
+    if dataset is None:
+        changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
+    result.publication = publish(root, changes, _message(key, data, request, result), options)
+    if quality is not None and rules is not None:
+        notification = notification_for(key, quality, result.publication.commit)
+        result.deliveries = notify(root, rules, notification, result.messages.append)
+    return result
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    table: Table | None
+    profile: TableProfile | None
+    quality: QualityResult | None
+    notes: list[str]
+
+
+def _analyze(
+    request: SnapshotRequest,
+    files: Sequence[ScannedFile | HashedFile],
+    rules: LoadedRules | None,
+    index: RepoIndex,
+    store: ArtifactStore,
+    now: dt.datetime,
+) -> _Analysis:
+    """The table, its profile and the quality rules' verdict (read from the source files)."""
+    if not request.profile:
+        return _Analysis(None, None, None, [])
+    table, notes = _read_table(request.path, files)
+    if table is None:
+        if rules is not None:
+            notes.append(f"quality rules in {rules.path} not run: the snapshot holds no table")
+        return _Analysis(None, None, None, notes)
+    from mlops.analysis.tabular import profile_table
+    from mlops.services.data_quality import run_rules
+
+    profile = profile_table(table.frame)
+    quality = run_rules(table.frame, rules, index, store, now) if rules is not None else None
+    return _Analysis(table, profile, quality, [*notes, *profile.notes])
+
+
+# Larger files are stored while they are hashed (local stores only: a remote one would upload bytes it may hold).
+DIRECT_STORE_BYTES = 64 << 20
+
+
+def _direct_candidates(
+    root: Path, request: SnapshotRequest, scanned: list[ScannedFile], cache: HashCache, store: ArtifactStore
+) -> set[str]:
+    if not isinstance(store, LocalArtifactStore):
+        return set()
+    if request.version is not None and request.version in registered_numbers(root, request.name):
+        return set()  # the content decides between "unchanged" and a conflict: know it before storing anything
+    return {s.rel for s in scanned if s.key[0] > DIRECT_STORE_BYTES and cache.lookup(s.path, s.key) is None}
+
+
+def _store_direct(store: ArtifactStore, direct: list[ScannedFile], cache: HashCache) -> list[HashedFile]:
+    """Put each file in the store, which hashes it while copying; the stat before and after must agree."""
+    stable_before = time.time_ns() - RACY_NS
+    out = []
+    for scanned in direct:
+        try:
+            digest, size = store.put_file(Path(scanned.path))
+            after = stat_key(os.stat(scanned.path))  # noqa: PTH116 - one stat, on the string we have
+        except FileNotFoundError:
+            raise FileChanged(f"{scanned.path}: removed while the snapshot read it; nothing was registered") from None
+        if after != scanned.key or size != scanned.key[0]:
+            raise FileChanged(changed_message(scanned.path, scanned.key, after, size))
+        hashed = HashedFile(scanned.rel, scanned.path, scanned.key, digest)
+        if max(scanned.key[1], scanned.key[2]) < stable_before:
+            cache.remember(scanned.path, scanned.key, digest)
+        out.append(hashed)
+    return out
+
+
+def _merge(scanned: list[ScannedFile], *parts: list[HashedFile]) -> list[HashedFile]:
+    by_rel = {h.rel: h for part in parts for h in part}
+    return [by_rel[s.rel] for s in scanned]
+
+
+def _cache_prefix(scanned: list[Any], source: Path) -> str:
+    """Where the scanned files' cache entries live (a folder's are under its real path, see hashing.scan)."""
+    if source.is_dir():
+        return os.path.realpath(source).rstrip(os.sep) + os.sep
+    return scanned[0].path if scanned else os.fspath(source)
+
+
+def _same_content(index: RepoIndex, name: str, fingerprint: str) -> DatasetVersion | None:
+    for _, version in index.of(DatasetVersion):
+        if version.metadata.name == name and version.spec.fingerprint.digest == fingerprint:
+            return version
+    return None
+
+
+def _pick_version(
+    root: Path, index: RepoIndex, request: SnapshotRequest, fingerprint: str, existing: DatasetVersion | None
+) -> int:
+    taken = registered_numbers(root, request.name)
+    next_free = (max(taken) + 1) if taken else 1
+    if request.version is None:
+        return existing.spec.version if existing is not None else next_free
+    if existing is not None and existing.spec.version == request.version:
+        return request.version
+    if request.version in taken:
+        key = version_key(request.name, request.version)
+        other = index.find(DatasetVersion, key)
+        what = f"with other content ({other.spec.fingerprint.digest[:19]}...)" if other is not None else "(broken)"
+        same = f"; this content is {existing.key}" if existing is not None else ""
+        raise VersionConflict(
+            f"{key} is already registered {what}{same}; versions are immutable: the next free version is "
+            f"{next_free} (use --version {next_free} or --version auto)"
+        )
+    if existing is not None:
+        raise VersionConflict(
+            f"this content is already registered as {existing.key}; a second version with the same fingerprint "
+            f"would only duplicate it (use dataset://{existing.key})"
+        )
+    return request.version
+
+
+def _read_table(source: Path, hashed: Sequence[ScannedFile | HashedFile]) -> tuple[Table | None, list[str]]:
+    sources = []
+    for h in hashed:
+        fmt = table_format(h.rel)
+        if fmt is not None:
+            sources.append(TableSource(str(source / h.rel) if source.is_dir() else str(source), Path(h.path), fmt))
+    return read_tables(sources)
+
+
+def _check_unchanged(hashed: Sequence[ScannedFile | HashedFile]) -> None:
+    for h in hashed:
+        try:
+            now = stat_key(os.stat(h.path))  # noqa: PTH116 - one stat per file, on strings
+        except FileNotFoundError:
+            raise FileChanged(f"{h.path}: removed while the snapshot read it; nothing was registered") from None
+        if now != h.key:
+            raise FileChanged(changed_message(h.path, h.key, now))
+
+
+def _store_blobs(
+    store: ArtifactStore,
+    hashed: list[HashedFile],
+    files: list[DataFile],
+    result: SnapshotResult,
+    progress: Progress | None,
+) -> None:
+    missing = store.missing(f.digest for f in files)
+    todo: dict[str, HashedFile] = {}
+    for h in hashed:
+        if h.digest in missing and h.digest not in todo:
+            todo[h.digest] = h  # one upload per distinct content
+
+    def put(h: HashedFile) -> int:
+        digest, size = store.put_file(Path(h.path))
+        if digest != h.digest or size != h.size:
+            raise FileChanged(
+                f"{h.path} changed while the snapshot read it (hashed {h.digest[:19]}..., stored "
+                f"{digest[:19]}...); nothing was registered: snapshot again once the data is stable"
+            )
+        return size
+
+    result.stored_bytes += in_parallel(list(todo.values()), put, progress)
+    result.stored += len(todo)
+
+
+def _store_index(store: ArtifactStore, files: list[DataFile], fingerprint: str) -> str:
+    if store.has(fingerprint):
+        return fingerprint
+    with tempfile.TemporaryDirectory(prefix="mlops-index-") as tmp:
+        target = Path(tmp) / "index"
+        target.write_bytes(files_index_bytes(files))
+        digest, _ = store.put_file(target)
+    assert digest == fingerprint, "the file index hashes to the fingerprint by construction"
+    return digest
+
+
+def _format(files: list[DataFile], table: Table | None) -> str:
+    if table is not None:
+        return table.format
+    suffixes = {Path(f.path).suffix.lower().lstrip(".") for f in files}
+    if len(suffixes) == 1 and "" not in suffixes:
+        return suffixes.pop()
+    return "files"
+
+
+def _version_data(
+    root: Path,
+    request: SnapshotRequest,
+    number: int,
+    files: list[DataFile],
+    fingerprint: str,
+    size: int,
+    index_digest: str | None,
+    result: SnapshotResult,
+    profile: TableProfile | None,
+    rules: LoadedRules | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"version": number}
+    if request.description:
+        spec["description"] = request.description
+    spec["fingerprint"] = {"algorithm": "sha256-tree-v1", "digest": fingerprint}
+    spec["size"] = size
+    spec["fileCount"] = len(files)
+    if index_digest is None:
+        spec["files"] = [f.model_dump() for f in files]
+    else:
+        spec["filesIndex"] = index_digest
+    spec["format"] = result.format
+    if profile is not None:
+        spec["rows"] = profile.rows
+        spec["columns"] = [c.to_column().model_dump(exclude_none=True, exclude_defaults=False) for c in profile.columns]
+        for column in spec["columns"]:
+            stats = column.get("stats")
+            if stats is not None:
+                column["stats"] = {k: v for k, v in stats.items() if v is not None}
+    if result.quality is not None and rules is not None:
+        from mlops.services.data_quality import quality_block
+
+        spec["quality"] = quality_block(result.quality, rules.path, now)
+    if request.tags:
+        spec["tags"] = dict(request.tags)
+    who = git_identity(root)
+    if who:
+        spec["createdBy"] = who
+    spec["createdAt"] = iso(now)
+    data = {"apiVersion": API_VERSION, "kind": "DatasetVersion", "metadata": {"name": request.name}, "spec": spec}
+    try:
+        DatasetVersion.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{result.path}: would not be valid: {where}: {first['msg']}") from None
+    return data
+
+
+def _new_dataset_text(root: Path, request: SnapshotRequest) -> str:
+    owner = request.owner or git_identity(root)
+    if not owner:
+        raise UsageError(
+            f"dataset {request.name!r} does not exist yet; pass --owner EMAIL to create it with this first version"
+        )
+    path = f"registry/datasets/{request.name}/dataset.yaml"
+    spec: dict[str, Any] = {"owner": owner}
+    if request.description:
+        spec["description"] = request.description
+    data = {"apiVersion": API_VERSION, "kind": "Dataset", "metadata": {"name": request.name}, "spec": spec}
+    try:
+        Dataset.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(f"cannot create dataset {request.name!r}: {exc.errors()[0]['msg']}") from None
+    return render_manifest(path, data)
+
+
+def _message(key: str, data: dict[str, Any], request: SnapshotRequest, result: SnapshotResult) -> str:
+    spec = data["spec"]
+    lines = [f"Snapshot {key}", ""]
+    if request.description:
+        lines += [request.description, ""]
+    lines.append(f"fingerprint: {spec['fingerprint']['digest']}")
+    table = f", {spec['rows']:,} rows x {len(spec['columns'])} columns" if spec.get("rows") is not None else ""
+    lines.append(f"files: {spec['fileCount']:,} ({human_size(spec['size'])}, {spec['format']}){table}")
+    lines.append(f"stored: {result.stored:,} new blobs ({human_size(result.stored_bytes)})")
+    if result.quality is not None:
+        lines.append(f"quality: {result.quality.status.value}, score {result.quality.score:.2f}")
+        lines += [f"failed: {c.name}: {c.message}" for c in result.quality.failed]
+    return "\n".join(lines)
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------------------ catalog
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    name: str
+    dataset: Dataset | None
+    versions: list[DatasetVersion]
+    rules: QualityRules | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    kind: str  # "Pipeline" | "ModelVersion"
+    key: str
+    path: str
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    version: DatasetVersion
+    path: str
+    dataset: Dataset | None
+    rules: QualityRules | None
+    used_by: list[Usage]
+
+
+def list_datasets(root: Path, tags: dict[str, str] | None = None) -> list[DatasetSummary]:
+    index = load_index(root)
+    names = sorted(set(index.keys("Dataset")) | {v.metadata.name for _, v in index.of(DatasetVersion)})
+    out = []
+    for name in names:
+        dataset = index.find(Dataset, name)
+        versions = sorted(
+            (v for _, v in index.of(DatasetVersion) if v.metadata.name == name), key=lambda v: v.spec.version
+        )
+        if tags:
+            dataset_tags = dataset.spec.tags if dataset is not None else {}
+            versions = [v for v in versions if _tagged({**dataset_tags, **v.spec.tags}, tags)]
+            if not versions:
+                continue
+        out.append(DatasetSummary(name, dataset, versions, index.find(QualityRules, name)))
+    return out
+
+
+def _tagged(have: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in wanted.items())
+
+
+def show(root: Path, ref: str) -> DatasetSummary | VersionDetail:
+    if "@" not in ref:
+        name = ref.removeprefix("dataset://")
+        found = [s for s in list_datasets(root) if s.name == name]
+        if not found:
+            known = ", ".join(s.name for s in list_datasets(root)) or "none"
+            raise UsageError(f"no dataset {name!r} in the registry (datasets: {known})")
+        return found[0]
+    index = load_index(root)
+    version = find_version(index, ref)
+    name = version.metadata.name
+    return VersionDetail(
+        version,
+        version_path(name, version.spec.version),
+        index.find(Dataset, name),
+        index.find(QualityRules, name),
+        usages(index, version.key),
+    )
+
+
+def usages(index: RepoIndex, key: str) -> list[Usage]:
+    """Pipelines and model versions that read ``key`` (NAME@N)."""
+    out = []
+    for path, pipeline in index.of(Pipeline):
+        if any(ref.kind == "DatasetVersion" and ref.key == key for ref in pipeline.references()):
+            out.append(Usage("Pipeline", pipeline.metadata.name, path))
+    for path, model_version in index.of(ModelVersion):
+        for uri in model_version.spec.lineage.datasets:
+            _, name, number = parse_versioned_uri(uri)
+            if version_key(name, number) == key:
+                out.append(Usage("ModelVersion", model_version.key, path))
+    return sorted(out, key=lambda u: (u.kind, u.key))
+
+
+# ------------------------------------------------------------------------------------------ get
+
+
+@dataclass(frozen=True)
+class GetResult:
+    key: str
+    dest: Path
+    files: int
+    size: int
+
+
+def get(root: Path, ref: str, dest: Path, progress: Progress | None = None) -> GetResult:
+    """Materialize a version's files under ``dest`` (new or empty), every byte verified, all or nothing."""
+    root = repo_root(root)
+    version = find_version(load_index(root), ref)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(f"{dest} already exists and is not an empty folder; choose a new destination")
+    store = repo_store(root)
+    files = version_files(store, version)
+    missing = store.missing(f.digest for f in files)
+    if missing:
+        first = next(f for f in files if f.digest in missing)
+        raise InputError(
+            f"{version.key}: {len(missing):,} of {len(files):,} blobs are not in the store {store.url} "
+            f"(first: {first.path} {first.digest}); snapshot the data again or point MLOPS_STORE at the shared store"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        fetch(store, files, staging, progress)
+        _usual_modes(staging)
+        if dest.exists():
+            dest.rmdir()
+        staging.replace(dest)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return GetResult(version.key, dest, len(files), version.spec.size)
+
+
+def _usual_modes(folder: Path) -> None:
+    """Temporary files and folders are private (0600/0700); what the user asked for gets the umask's modes."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+    folder.chmod(0o777 & ~mask)
+
+
+# ------------------------------------------------------------------------------------------ diff
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    a: DatasetVersion
+    b: DatasetVersion
+    files: FileDiff
+    schema: SchemaDiff
+    rows: RowDiff | None
+    notes: list[str]
+
+
+def diff(root: Path, ref_a: str, ref_b: str, key: str | None = None, rows: bool = True) -> DiffResult:
+    from mlops.analysis.tabular import diff_columns, diff_files, diff_rows, pick_key
+
+    root = repo_root(root)
+    index = load_index(root)
+    a, b = find_version(index, ref_a), find_version(index, ref_b)
+    store = repo_store(root)
+    files_a, files_b = version_files(store, a), version_files(store, b)
+    file_diff = diff_files(files_a, files_b)
+    schema = diff_columns(a.spec.columns, b.spec.columns)
+    notes: list[str] = []
+    row_diff = None
+    tabular = a.spec.rows is not None and b.spec.rows is not None
+    if rows and tabular and not file_diff.empty:
+        wanted = {f.digest for f in files_a + files_b if table_format(f.path) is not None}
+        missing = store.missing(wanted)
+        if missing:
+            notes.append(f"rows not compared: {len(missing)} table blobs are not in the store {store.url}")
+        else:
+            with version_table(store, a) as table_a, version_table(store, b) as table_b:
+                if table_a is not None and table_b is not None:
+                    preferred = [key] if key else _key_columns(index, b.metadata.name)
+                    if key and (key not in table_a.frame.columns or key not in table_b.frame.columns):
+                        raise UsageError(f"--key {key}: not a column of both versions")
+                    chosen = pick_key(table_a.frame, table_b.frame, preferred)
+                    if key and chosen != key:
+                        notes.append(f"--key {key} is not unique in both versions; whole rows were compared")
+                    row_diff = diff_rows(table_a.frame, table_b.frame, chosen)
+    elif rows and tabular:
+        from mlops.analysis.tabular import RowDiff
+
+        row_diff = RowDiff(None, a.spec.rows or 0, b.spec.rows or 0, 0, 0, 0)
+    return DiffResult(a, b, file_diff, schema, row_diff, notes)
+
+
+def _key_columns(index: RepoIndex, name: str) -> list[str]:
+    rules = index.find(QualityRules, name)
+    if rules is None:
+        return []
+    return [r.column for r in rules.spec.rules if r.unique and r.column is not None]
