@@ -8,8 +8,14 @@ from pathlib import Path
 
 import click
 
-from mlops.cli.model import _tags, _version_option
-from mlops.cli.options import commit_options, commit_settings, describe_publication, repo_option
+from mlops.cli.options import (
+    commit_options,
+    commit_settings,
+    describe_publication,
+    parse_tags,
+    parse_version,
+    repo_option,
+)
 from mlops.cli.progress import progress_printer
 
 _VERSION_REF = re.compile(r"^(dataset://)?[a-z0-9][a-z0-9-]{0,62}@[0-9]+$")
@@ -25,8 +31,10 @@ def _echo_deliveries(deliveries: list[object], messages: list[str]) -> None:
         click.echo(line)
     for delivery in deliveries:
         if not getattr(delivery, "ok", True):
-            click.echo(f"warning: notification to {getattr(delivery, 'target', '?')} failed: "
-                       f"{getattr(delivery, 'error', '')}", err=True)
+            click.echo(
+                f"warning: notification to {getattr(delivery, 'target', '?')} failed: {getattr(delivery, 'error', '')}",
+                err=True,
+            )
 
 
 @data.command()
@@ -62,9 +70,9 @@ def snapshot(
     request = SnapshotRequest(
         path=path,
         name=name,
-        version=_version_option(version),
+        version=parse_version(version),
         description=description,
-        tags=_tags(tags),
+        tags=parse_tags(tags),
         owner=owner,
         profile=not no_profile,
     )
@@ -102,7 +110,7 @@ def list_(tags: tuple[str, ...], as_json: bool, repo: Path) -> None:
     from mlops.reports.datasets import list_json, render_list
     from mlops.services.datasets import list_datasets
 
-    found = list_datasets(repo, _tags(tags))
+    found = list_datasets(repo, parse_tags(tags))
     click.echo(list_json(found) if as_json else render_list(found))
 
 

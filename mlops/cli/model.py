@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from mlops.cli.compare import compare
-from mlops.cli.options import commit_options, commit_settings, describe_publication, repo_option
+from mlops.cli.options import (
+    commit_options,
+    commit_settings,
+    describe_publication,
+    parse_tags,
+    parse_version,
+    repo_option,
+)
 
 
 @click.group()
@@ -16,24 +23,6 @@ def model() -> None:
 
 
 model.add_command(compare)
-
-
-def _version_option(value: str) -> int | None:
-    if value == "auto":
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise click.BadParameter(f"expected a positive whole number or 'auto', got {value!r}")
-    return int(value)
-
-
-def _tags(values: tuple[str, ...]) -> dict[str, str]:
-    tags = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--tag")
-        tags[key] = value
-    return tags
 
 
 @model.command()
@@ -85,9 +74,9 @@ def register(
     request = RegisterRequest(
         path=path,
         name=name,
-        version=_version_option(version),
+        version=parse_version(version),
         description=description,
-        tags=_tags(tags),
+        tags=parse_tags(tags),
         metrics_file=metrics_file,
         params_file=params_file,
         run_id=run_id,
@@ -158,7 +147,7 @@ def search(
     from mlops.services.catalog import search as run_search
 
     query = SearchQuery(
-        tags=_tags(tags),
+        tags=parse_tags(tags),
         metrics=list(metrics),
         owner=owner,
         flavor=flavor,

@@ -57,3 +57,21 @@ def describe_publication(publication: Any) -> list[str]:
     if publication.pull_request:
         lines.append(f"pull request: {publication.pull_request}")
     return lines
+
+
+def parse_version(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"expected a positive whole number or 'auto', got {value!r}")
+    return int(value)
+
+
+def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--tag")
+        tags[key] = value
+    return tags
