@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -248,6 +249,22 @@ def test_a_database_locked_by_another_writer_is_a_clear_error_and_nothing_is_los
         other.close()
     run.flush(timeout=30)
     assert steps(repo, run.run_id) == list(range(1001))
+    assert run_row(repo, run.run_id)[:2] == ("finished", 0)
+
+
+def test_a_run_started_while_another_process_writes_waits_for_the_lock(repo: Path) -> None:
+    mlops.start_run(project="retention", experiment="churn-gbm").end()  # the database exists
+    other = sqlite3.connect(repo / ".mlops" / "tracking.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # held longer than one busy timeout (2 s)
+    release = threading.Timer(3.5, lambda: other.execute("ROLLBACK"))
+    release.start()
+    try:
+        run = mlops.start_run(project="retention", experiment="churn-gbm")
+        assert not release.is_alive()  # it really waited for the other writer
+        run.end()
+    finally:
+        release.join()
+        other.close()
     assert run_row(repo, run.run_id)[:2] == ("finished", 0)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from mlops.errors import InputError, MlopsError, UsageError
 from mlops.manifests.base import check_name
+from mlops.stores.retry import RetryPolicy, with_retries
 from mlops.stores.tracking import (
     ArtifactEntry,
     BackgroundWriter,
@@ -37,6 +38,7 @@ from mlops.stores.tracking import (
     RunRecord,
     RunStatus,
     Scalar,
+    StoreUnavailable,
     TrackingError,
     TrackingStore,
     WriteBatch,
@@ -51,6 +53,7 @@ COMPRESS_MIN_BYTES = 1024 * 1024  # artifacts from this size on are tried with g
 COMPRESS_MAX_RATIO = 0.9  # ... and kept compressed only when that saves at least 10%
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
+START_RETRY = RetryPolicy(attempts=6, first_delay=0.5, factor=2.0)  # with the busy timeout: about 30 s
 
 
 def _env_float(name: str, default: float) -> float:
@@ -410,7 +413,10 @@ def start_run(
             tags=tag_values,
             inputs=inputs,
         )
-        tracking.create_run(record)
+        # Runs of a sweep start together: a busy database is waited out here, not reported.
+        with_retries(
+            f"starting run {record.run_id}", lambda: tracking.create_run(record), (StoreUnavailable,), START_RETRY
+        )
     except BaseException:
         if owned:
             tracking.close()
