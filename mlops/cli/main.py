@@ -48,6 +48,14 @@ def _register() -> None:
     cli.add_command(runs.projects)
     cli.add_command(data.data)
 
+    from mlops.cli import cluster, reconcile
+
+    cli.add_command(cluster.cluster)
+    cli.add_command(reconcile.plan)
+    cli.add_command(reconcile.reconcile)
+    cli.add_command(reconcile.status)
+    cli.add_command(reconcile.rollout)
+
 
 _register()
 
