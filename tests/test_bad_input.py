@@ -120,7 +120,7 @@ def test_the_templates_are_valid(example_repo: Path, write: Write, mlops: Run) -
     write(DATASET_PATH, DATASET)
     result = validate(mlops, example_repo)
     assert result.code == 0, result.out + result.err
-    assert result.lines[-1].startswith("ok: 23 manifests: 0 errors")
+    assert result.lines[-1].startswith("ok: 24 manifests: 0 errors")
 
 
 # -- unreadable files: exit 2 ----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from conftest import Result
 def test_example_repository_validates(example_repo: Path, mlops) -> None:
     result: Result = mlops("validate", "--repo", str(example_repo))
     assert result.code == 0, result.out + result.err
-    assert result.lines[-1].startswith("ok: 20 manifests: 0 errors")
+    assert result.lines[-1].startswith("ok: 21 manifests: 0 errors")
 
 
 def test_missing_digest_names_file_field_digest_and_store(tmp_path: Path, mlops) -> None:

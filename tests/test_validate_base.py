@@ -79,7 +79,7 @@ def test_no_change(example_repo: Path, mlops: Run) -> None:
     result = validate_base(mlops, example_repo)
     assert result.code == 0
     sha = git(example_repo, "rev-parse", "main")[:8]
-    assert result.lines == [f"no changes since main ({sha})", "ok: 18 manifests: 0 errors, 0 warnings"]
+    assert result.lines == [f"no changes since main ({sha})", "ok: 19 manifests: 0 errors, 0 warnings"]
 
 
 def test_promotion(example_repo: Path, mlops: Run) -> None:
@@ -88,7 +88,7 @@ def test_promotion(example_repo: Path, mlops: Run) -> None:
     result = validate_base(mlops, example_repo)
     assert result.code == 0, result.out
     assert changes_of(result) == ["promote churn 2 -> 3 in production"]
-    assert result.lines[-1] == "ok: 18 manifests: 0 errors, 0 warnings"
+    assert result.lines[-1] == "ok: 19 manifests: 0 errors, 0 warnings"
 
 
 def test_rollback(example_repo: Path, mlops: Run) -> None:
@@ -117,7 +117,7 @@ def test_new_version(example_repo: Path, mlops: Run, tmp_path: Path) -> None:
     result = validate_base(mlops, example_repo)
     assert result.code == 0, result.out
     assert changes_of(result) == ["new version churn@4"]
-    assert result.lines[-1] == "ok: 19 manifests: 0 errors, 0 warnings"
+    assert result.lines[-1] == "ok: 20 manifests: 0 errors, 0 warnings"
 
 
 def test_new_version_whose_artifact_is_not_in_the_store(example_repo: Path, mlops: Run) -> None:
@@ -199,7 +199,7 @@ def test_changing_the_artifact_digest_of_a_registered_version(example_repo: Path
         f"was '{_V1_DIGEST}', now '{_V2_DIGEST}'; register a new version instead"
     )
     assert changes_of(result) == ["changed model version churn@1"]
-    assert result.lines[-1] == "failed: 18 manifests: 1 error, 0 warnings"
+    assert result.lines[-1] == "failed: 19 manifests: 1 error, 0 warnings"
 
 
 def test_changing_metrics_of_a_registered_version(example_repo: Path, mlops: Run) -> None:
@@ -418,4 +418,4 @@ def test_changes_also_in_other_formats(example_repo: Path, mlops: Run, fmt: str)
         assert "  promote churn 2 -> 3 in production" in result.out.splitlines()
     else:
         # Annotations only for problems; the change itself goes to the step summary (see test_reports).
-        assert result.out.splitlines()[-1] == "ok: 18 manifests: 0 errors, 0 warnings"
+        assert result.out.splitlines()[-1] == "ok: 19 manifests: 0 errors, 0 warnings"

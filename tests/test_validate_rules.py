@@ -62,7 +62,7 @@ def test_environment_pointing_at_missing_version_lists_existing_versions(example
         "environments/production.yaml:13:7: spec.deployments[0].version: "
         "model version 'churn@9' does not exist; churn has versions 1, 2, 3",
     )
-    assert result.lines[-1] == "failed: 20 manifests: 1 error, 0 warnings"
+    assert result.lines[-1] == "failed: 21 manifests: 1 error, 0 warnings"
 
 
 def test_model_lineage_naming_missing_dataset_version(example_repo: Path, mlops: Run) -> None:
@@ -245,7 +245,7 @@ def test_pickle_with_exception_is_a_counted_warning(example_repo: Path, mlops: R
         "registry/models/churn/versions/1.yaml:12:5: warning: spec.artifact.format: churn@1 uses pickle under an "
         "exception in policies/artifacts.yaml (legacy baseline, kept for comparison (ML-12))",
     )
-    assert result.lines[-1] == "ok: 20 manifests: 0 errors, 1 warning"
+    assert result.lines[-1] == "ok: 21 manifests: 0 errors, 1 warning"
 
 
 def test_exception_for_another_model_does_not_cover(example_repo: Path, mlops: Run) -> None:
@@ -266,7 +266,7 @@ def test_pickle_allowed_for_every_model_is_still_reported(example_repo: Path, ml
         "registry/models/churn/versions/1.yaml:12:5: warning: spec.artifact.format: churn@1 uses pickle, which can "
         "run code when loaded; policies/artifacts.yaml allows it for every model",
     )
-    assert result.lines[-1] == "ok: 20 manifests: 0 errors, 1 warning"
+    assert result.lines[-1] == "ok: 21 manifests: 0 errors, 1 warning"
 
 
 # --- promotion policies and risk ----------------------------------------------------------------
@@ -430,4 +430,4 @@ def test_all_problems_in_one_run(example_repo: Path, mlops: Run) -> None:
         "pipelines/train-churn/pipeline.yaml:24:9",
         "registry/models/churn/versions/1.yaml:12:5",
     ]
-    assert result.lines[-1] == "failed: 20 manifests: 3 errors, 0 warnings"
+    assert result.lines[-1] == "failed: 21 manifests: 3 errors, 0 warnings"

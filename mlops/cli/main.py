@@ -35,7 +35,7 @@ def cli(show_traceback: bool) -> None:
 
 
 def _register() -> None:
-    from mlops.cli import data, init, model, promote, runs, schema, store, validate
+    from mlops.cli import data, init, model, promote, retrain, runs, schema, store, validate
 
     cli.add_command(validate.validate)
     cli.add_command(model.model)
@@ -47,6 +47,7 @@ def _register() -> None:
     cli.add_command(runs.runs)
     cli.add_command(runs.projects)
     cli.add_command(data.data)
+    cli.add_command(retrain.retrain)
 
     from mlops.cli import cluster, reconcile
 

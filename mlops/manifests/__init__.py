@@ -12,6 +12,7 @@ from mlops.manifests.pipeline import Pipeline
 from mlops.manifests.policies import AccessPolicy, ArtifactPolicy, PromotionPolicy, RiskPolicy
 from mlops.manifests.project import Project
 from mlops.manifests.quality import QualityRules
+from mlops.manifests.retraining import RetrainingPolicy
 
 KINDS: dict[str, type[Manifest]] = {
     cls.KIND: cls
@@ -28,6 +29,7 @@ KINDS: dict[str, type[Manifest]] = {
         AccessPolicy,
         ArtifactPolicy,
         RiskPolicy,
+        RetrainingPolicy,
     )
 }
 POLICY_KINDS = frozenset(k for k in KINDS if k.endswith("Policy"))
@@ -51,6 +53,7 @@ __all__ = [
     "PromotionPolicy",
     "QualityRules",
     "Reference",
+    "RetrainingPolicy",
     "RiskPolicy",
     "version_key",
 ]

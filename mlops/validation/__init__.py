@@ -15,6 +15,7 @@ from mlops.validation.layout import check_identity, check_placement
 from mlops.validation.pipelines import check_pipeline
 from mlops.validation.policies import check_policies
 from mlops.validation.references import check_references
+from mlops.validation.retraining import check_retraining
 from mlops.validation.schema import validate_document
 
 
@@ -83,6 +84,7 @@ def check_repository(verdict: Verdict) -> Verdict:
     for path, pipeline in verdict.index.of(Pipeline):
         verdict.problems.extend(check_pipeline(path, pipeline))
     verdict.problems.extend(check_policies(verdict.index))
+    verdict.problems.extend(check_retraining(verdict.index))
     return verdict
 
 
