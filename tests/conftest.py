@@ -68,7 +68,7 @@ def make_example_repo(dest: Path, seed_store: bool = True) -> Path:
     for part in EXAMPLE_PARTS:
         shutil.copytree(ROOT / part, dest / part)
     (dest / "pyproject.toml").write_text('[tool.mlops]\nstore = ".mlops/store"\n', encoding="utf-8")
-    (dest / ".gitignore").write_text(".mlops/\n", encoding="utf-8")
+    (dest / ".gitignore").write_text(".mlops/\n__pycache__/\n", encoding="utf-8")
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "Example state")

@@ -49,7 +49,9 @@ def _register() -> None:
     cli.add_command(data.data)
     cli.add_command(retrain.retrain)
 
-    from mlops.cli import cluster, reconcile
+    from mlops.cli import cluster, pipeline, reconcile
+
+    cli.add_command(pipeline.pipeline)
 
     cli.add_command(cluster.cluster)
     cli.add_command(reconcile.plan)

@@ -43,6 +43,7 @@ class RegisterRequest:
     datasets: tuple[str, ...] = ()
     model_class: str | None = None
     commit: str | None = None  # the code's git commit (lineage); filled from the tracked run
+    pipeline: str | None = None  # the pipeline that trained it (lineage)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,8 @@ def _version_data(
     lineage: dict[str, Any] = {}
     if request.datasets:
         lineage["datasets"] = list(request.datasets)
+    if request.pipeline:
+        lineage["pipeline"] = request.pipeline
     if request.commit:
         lineage["commit"] = request.commit
     run = request.run_id or info.run_id

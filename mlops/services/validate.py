@@ -15,6 +15,7 @@ from mlops.loader.snapshot import Progress, WorktreeSnapshot, load_documents
 from mlops.services.repository import repo_root
 from mlops.stores.factory import open_artifact_store
 from mlops.validation import Change, SourceDocument, Verdict, build_index, check_change, check_repository
+from mlops.validation.index import RepoIndex
 
 
 @dataclass
@@ -54,6 +55,7 @@ def validate_repository(
         cache = ParseCache.for_repo(root, enabled=use_cache)
         worktree = WorktreeSnapshot(root)
         verdict = check_repository(_indexed(load_documents(worktree, cache, progress), cache))
+        verdict.problems.extend(pipeline_code_problems(root, verdict.index))
         report = ValidationReport(root=root, documents=verdict.documents, base=base)
         if check_store:
             report.store_url = _check_store(settings.store, root, verdict)
@@ -73,6 +75,23 @@ def validate_repository(
             key=lambda p: (p.path, p.line or 0, p.col or 0, p.message),
         )
     return report
+
+
+def pipeline_code_problems(root: Path, index: RepoIndex) -> list[Problem]:
+    """Step callables that cannot be called, judged from the source (``mlops pipeline validate`` imports them)."""
+    from mlops.inspect.pipeline_code import static_problem
+    from mlops.manifests import Pipeline
+
+    problems = []
+    for entry in index.entries("Pipeline"):
+        pipeline = entry.manifest
+        assert isinstance(pipeline, Pipeline)
+        folder = root / "pipelines" / pipeline.name
+        for i, step in enumerate(pipeline.spec.steps):
+            why = static_problem(folder, step.run) if step.run else None
+            if why:
+                problems.append(Problem(entry.path, why, field=("spec", "steps", i, "run"), code="missing-callable"))
+    return problems
 
 
 def _indexed(documents: list[SourceDocument], cache: ParseCache) -> Verdict:
@@ -104,6 +123,12 @@ def _gc_paused() -> Iterator[None]:
             gc.freeze()
             gc.unfreeze()
             gc.enable()
+
+
+def located(root: Path, problems: list[Problem]) -> list[Problem]:
+    """``problems`` with line and column from the files they are about, sorted like `mlops validate` prints them."""
+    found = _located(problems, WorktreeSnapshot(root))
+    return sorted(found, key=lambda p: (p.path, p.line or 0, p.col or 0, p.message))
 
 
 def _located(problems: list[Problem], worktree: WorktreeSnapshot) -> list[Problem]:
