@@ -350,3 +350,93 @@ def test_pipeline_validate_imports_the_code_and_says_what_would_fit(
     assert "ModuleNotFoundError" in run["steps"]["needs-package"]["failure"]
     ok = mlops("pipeline", "validate", "train-churn", "--repo", str(repo))
     assert ok.code == 0, ok.out + ok.err
+
+
+SCHEDULED = """    - name: tick
+      run: steps:source
+      inputs: {markers: params.markers}
+      outputs: {table: {type: table}}
+      cache: false
+"""
+
+
+def test_a_schedule_applied_by_reconcile_fires_with_no_cli_running(
+    repo: Path, mlops: Callable[..., Result], tmp_path: Path
+) -> None:
+    from mlops.stores.pipeline_runs import PipelineRunStore
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    add_pipeline(repo, "ticker", fault_pipeline("ticker", markers, SCHEDULED))
+    environment = """apiVersion: mlops/v1
+kind: Environment
+metadata:
+  name: nightly
+spec:
+  cluster: {address: local}
+  pipelines:
+    - name: ticker
+      schedule: "* * * * * */4"
+"""
+    (repo / "environments/nightly.yaml").write_text(environment, encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Schedule ticker every 4 s in nightly")
+    applied = git(repo, "rev-parse", "HEAD").strip()
+    planned = mlops("plan", "--env", "nightly", "--repo", str(repo))
+    assert planned.code == 2 and "schedule ticker at '* * * * * */4'" in planned.out, planned.out + planned.err
+    result = mlops("reconcile", "--env", "nightly", "--repo", str(repo))
+    assert result.code == 0, result.err + result.out
+    shown = mlops("pipeline", "schedules", "--env", "nightly", "--repo", str(repo))
+    assert shown.code == 0 and "ticker" in shown.out and applied[:12] in shown.out, shown.out + shown.err
+    # Move HEAD on: the scheduled runs still use the commit that was applied.
+    (repo / "README.md").write_text("later work\n", encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Unrelated work")
+    runs = PipelineRunStore(repo / ".mlops" / "pipelines")
+    deadline = time.monotonic() + 90
+    fired = []
+    while time.monotonic() < deadline and not fired:
+        fired = [s for s in runs.list_states("ticker") if s.status == "succeeded"]
+        time.sleep(1)
+    assert fired, "no scheduled run succeeded within 90 s"
+    assert fired[0].trigger == "schedule * * * * * */4" and fired[0].commit == applied
+    assert counter(markers, "source") >= 1
+    again = mlops("reconcile", "--env", "nightly", "--repo", str(repo))
+    assert again.code == 0 and "no changes" in again.out + again.err, again.out + again.err
+    # Taking the pipeline out of the environment stops the schedule (nothing made is deleted: no --prune).
+    (repo / "environments/nightly.yaml").write_text(environment.split("  pipelines:")[0], encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Stop ticker")
+    stopped = mlops("reconcile", "--env", "nightly", "--repo", str(repo))
+    assert stopped.code == 0 and "stop scheduling ticker" in stopped.out + stopped.err, stopped.out + stopped.err
+    time.sleep(6)  # a run already started may finish; none may start after this
+    settled = len(runs.list_states("ticker"))
+    time.sleep(9)
+    assert len(runs.list_states("ticker")) == settled
+
+
+def test_a_trained_model_is_proposed_as_a_pull_request(
+    repo: Path, mlops: Callable[..., Result], tmp_path: Path
+) -> None:
+    from test_register import FakeGitHub
+
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "-q", "origin", "main")
+    github = FakeGitHub()
+    try:
+        env = {"GITHUB_TOKEN": "t0ken", "GITHUB_API_URL": github.url, "GITHUB_REPOSITORY": "acme/ml-state"}
+        result = mlops(
+            "pipeline", "run", "train-churn", "--param", "n_estimators=10", "--pr", "--wait", "--repo", str(repo),
+            env=env,
+        )
+    finally:
+        github.close()
+    assert result.code == 0, result.err + result.out
+    assert "pull request: https://github.example/acme/ml-state/pull/7" in result.out
+    [(_, path, body, _)] = github.requests
+    assert path == "/repos/acme/ml-state/pulls" and body["base"] == "main"
+    branch = str(body["head"])
+    assert branch.startswith("pipeline/train-churn/")
+    assert git(remote, "log", "-1", "--format=%s", branch).startswith("Register churn@")

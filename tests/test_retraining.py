@@ -30,10 +30,13 @@ from mlops.analysis.retraining import (
 from mlops.errors import InputError
 from mlops.manifests import RetrainingPolicy
 from mlops.manifests.retraining import cron_problem, latest_fire_time, next_fire_time
+from mlops.planner.pipeline_state import RunState
+from mlops.services.pipelines import run_store
 from mlops.services.retrain import (
     RecordedRunHistory,
     RecordedSignals,
     SignalsUnreadable,
+    StoredRunHistory,
     check_retraining_now,
     read_signals_file,
 )
@@ -994,3 +997,101 @@ def test_cli_without_policies(example_repo: Path, mlops: Run) -> None:
         "no retraining policies (kind RetrainingPolicy in policies/)",
         "nothing fires: 0 of 0 policies at Wed 2030-03-13 12:00 UTC",
     ]
+
+
+# --- runs recorded by `mlops pipeline run` ---------------------------------------------------------------------------
+
+STORED_RUN = "0123456789abcdef0123456789abcdef"
+
+
+def record_run(
+    repo: Path,
+    status: str,
+    created: dt.datetime,
+    started: dt.datetime | None = None,
+    finished: dt.datetime | None = None,
+    run_id: str = STORED_RUN,
+    pipeline: str = "train-churn",
+) -> None:
+    """Write (or rewrite) a run record the way `mlops pipeline run` and its driver do (no Ray involved)."""
+    state = RunState(
+        run_id=run_id,
+        pipeline=pipeline,
+        commit="c" * 40,
+        params={"max_depth": 3, "n_estimators": 40},
+        status=status,
+        created_at=created.timestamp(),
+        started_at=started.timestamp() if started else None,
+        finished_at=finished.timestamp() if finished else None,
+    )
+    store = run_store(repo)
+    if (store.runs / run_id / "state.json").is_file():
+        store.write_state(state)
+    else:
+        store.create(state, {"pipeline": pipeline})
+
+
+def test_stored_runs_as_the_evaluation_sees_them(example_repo: Path) -> None:
+    created = LATER - dt.timedelta(hours=2)
+    record_run(example_repo, "queued", created)
+    record_run(example_repo, "succeeded", created - dt.timedelta(days=2), created - dt.timedelta(days=2, seconds=-5),
+               created - dt.timedelta(days=2, seconds=-65), run_id="ab" * 16)
+    record_run(example_repo, "running", created, created, run_id="cd" * 16, pipeline="train-ltv")
+    runs = StoredRunHistory(example_repo).runs("train-churn")
+    assert runs == [
+        # a queued run has not started yet: it counts from when it was requested
+        PipelineRunSummary("train-churn", STORED_RUN[:12], "queued", created, None),
+        PipelineRunSummary("train-churn", "abababababab", "succeeded", created - dt.timedelta(days=2, seconds=-5),
+                           created - dt.timedelta(days=2, seconds=-65)),
+    ]
+    assert runs[0].active and not runs[1].active and runs[1].succeeded
+    assert all(r.started_at.tzinfo is UTC for r in runs)
+    record_run(example_repo, "failed", created, created, created + dt.timedelta(minutes=3))
+    (failed,) = [r for r in StoredRunHistory(example_repo).runs("train-churn") if r.run_id == STORED_RUN[:12]]
+    assert (failed.state, failed.active, failed.finished_at) == ("failed", False, created + dt.timedelta(minutes=3))
+
+
+def test_cli_sees_the_runs_in_the_run_store(example_repo: Path, mlops: Run, tmp_path: Path) -> None:
+    """An active run blocks; once it ends, its start still holds the cooldown; after the cooldown it fires."""
+    path = quiet_signals(tmp_path / "s.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["metrics"][0].update(value=0.71, samples=412)  # the metric trigger fires
+    path.write_text(json.dumps(data), encoding="utf-8")
+    started = LATER - dt.timedelta(hours=20)  # yesterday: no daily limit today, cooldown 24h until 16:00
+    record_run(example_repo, "running", started - dt.timedelta(seconds=30), started)
+
+    result = retrain_check(mlops, example_repo, "--signals", str(path), "--format", "json")
+    assert result.code == 0, result.out + result.err
+    (policy,) = json.loads(result.out)["policies"]
+    assert policy["triggered"] is True and policy["fires"] is False
+    assert policy["blockers"] == [
+        {"kind": "active", "reason": "run 0123456789ab is running (started Tue 2030-03-12 16:00 UTC)", "until": None},
+        {"kind": "cooldown", "reason": "cooldown 24h until Wed 2030-03-13 16:00 UTC (run 0123456789ab started "
+         "Tue 2030-03-12 16:00 UTC)", "until": "2030-03-13T16:00:00Z"},
+    ]
+
+    record_run(example_repo, "succeeded", started - dt.timedelta(seconds=30), started,
+               started + dt.timedelta(minutes=20))
+    text = retrain_check(mlops, example_repo, "--signals", str(path))
+    assert text.code == 0, text.out + text.err
+    lines = text.out.splitlines()
+    assert lines[0].startswith("retrain-churn: triggered, blocked (")
+    assert not any("active" in line for line in lines)
+    assert ("  block  cooldown: cooldown 24h until Wed 2030-03-13 16:00 UTC (run 0123456789ab started "
+            "Tue 2030-03-12 16:00 UTC)") in lines
+    # the stored run is the last one (the file's r-0042 is older): the schedule and dataset triggers name it
+    assert ("  quiet  schedule '0 4 1 * *': last came due Fri 2030-03-01 04:00 UTC; run 0123456789ab started "
+            "Tue 2030-03-12 16:00 UTC; next Mon 2030-04-01 04:00 UTC") in lines
+
+    after = mlops("retrain", "check", "--repo", str(example_repo), "--now", iso(LATER + dt.timedelta(hours=5)),
+                  "--signals", str(path))
+    assert after.code == 2, after.out + after.err
+    assert after.out.splitlines()[0].startswith("retrain-churn: WOULD FIRE (")
+
+    # without a signals file the store alone is the run history
+    alone = retrain_check(mlops, example_repo, "--format", "json")
+    assert alone.code == 0, alone.out + alone.err
+    (policy,) = json.loads(alone.out)["policies"]
+    assert [b["kind"] for b in policy["blockers"]] == ["cooldown"]
+    assert policy["triggers"][0]["reason"].endswith("run 0123456789ab started Tue 2030-03-12 16:00 UTC; "
+                                                    "next Mon 2030-04-01 04:00 UTC")

@@ -67,6 +67,8 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--allow-dirty", is_flag=True, help="Run uncommitted changes of the pipeline's folder (never cached).")
 @click.option("--push", "push_", is_flag=True, help="Push the branch the model is registered on.")
 @click.option("--pr", "pull_request", is_flag=True, help="Open a pull request for the registered model.")
+@click.option("--at", "at", metavar="COMMIT", help="Run the pipeline as of COMMIT (what reconcile applied).")
+@click.option("--trigger", default="manual", show_default=True, help="Why it runs (recorded with the run).")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @repo_option
 def run_cmd(
@@ -77,6 +79,8 @@ def run_cmd(
     allow_dirty: bool,
     push_: bool,
     pull_request: bool,
+    at: str | None,
+    trigger: str,
     output_format: str,
     repo: Path,
 ) -> None:
@@ -90,6 +94,8 @@ def run_cmd(
         allow_dirty=allow_dirty,
         push=push_,
         pull_request=pull_request,
+        at=at,
+        trigger=trigger,
     )
     submitted = start_run(repo, request)
     _after_start(repo, submitted.state.run_id, submitted.submitted, wait, output_format)
@@ -184,3 +190,15 @@ def show_cmd(run: str, log_step: str | None, output_format: str, repo: Path) -> 
         click.echo((folder / record.attempts[-1].log).read_text(encoding="utf-8", errors="replace"), nl=False)
         return
     click.echo(render_run(state, plan, folder, output_format))
+
+
+@pipeline.command("schedules")
+@click.option("--env", "environment", required=True, metavar="ENV", help="The environment.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@repo_option
+def schedules_cmd(environment: str, output_format: str, repo: Path) -> None:
+    """The pipelines ENV's cluster runs on a schedule (applied by `mlops reconcile`): next time, recent events."""
+    from mlops.reports.pipelines import render_schedules
+    from mlops.services.schedules import environment_schedules
+
+    click.echo(render_schedules(environment_schedules(repo, environment), output_format))

@@ -91,7 +91,8 @@ def import_problems(folder: Path, targets: list[str]) -> dict[str, str]:
         return {}
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(folder), json.dumps(sorted(set(targets)))],
+            # -B: no __pycache__ in the pipeline's folder (it would make the folder look uncommitted)
+            [sys.executable, "-B", "-c", _CHILD, str(folder), json.dumps(sorted(set(targets)))],
             capture_output=True,
             text=True,
             timeout=IMPORT_TIMEOUT_S,

@@ -23,6 +23,16 @@ def tree_id(root: Path, commit: str, path: str) -> str:
         raise GitError(f"{path} is not in commit {commit[:12]}: commit the pipeline first") from None
 
 
+def resolve_commit(root: Path, ref: str) -> str:
+    """The full sha ``ref`` names in ``root``."""
+    import git
+
+    try:
+        return str(git.Repo(root).commit(ref).hexsha)
+    except (git.BadName, git.BadObject, ValueError, git.GitCommandError):
+        raise GitError(f"unknown revision {ref!r} in {root}") from None
+
+
 def uncommitted(root: Path, path: str) -> list[str]:
     """Files under ``path`` that differ from HEAD (modified, staged, untracked)."""
     import git

@@ -98,6 +98,7 @@ class RunState:
     trigger: str = "manual"
     user: str = ""
     environment: str | None = None  # whose cluster runs it (None: the embedded local one)
+    branch: str | None = None  # the branch the run started from: where a registered model's pull request goes
     registration: Registration | None = None
     format: int = STATE_FORMAT
 

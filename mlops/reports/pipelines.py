@@ -132,3 +132,31 @@ def _run_json(state: RunState) -> dict[str, Any]:
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+def render_schedules(status: dict[str, Any], output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps(status, indent=2, default=str)
+    env = status.get("environment", "")
+    if not status.get("running"):
+        return f"{env}: the cluster ({status.get('cluster')}) is not running; nothing fires until it is reconciled"
+    schedules = status.get("schedules") or {}
+    if not schedules:
+        return f"{env}: no pipeline is scheduled (list pipelines under spec.pipelines and run `mlops reconcile`)"
+    rows = [("PIPELINE", "CRON", "NEXT", "ACTIVE", "COMMIT")]
+    for name, item in sorted(schedules.items()):
+        rows.append(
+            (
+                name,
+                str(item.get("cron")),
+                _when(item.get("next")),
+                "yes" if item.get("active") else "no",
+                str(item.get("commit", ""))[:12],
+            )
+        )
+    lines = [_table(rows)]
+    history = status.get("history") or []
+    if history:
+        lines += ["", "recent events:"]
+        lines += [f"  {_when(e['at'])}  {e['pipeline']}: {e['event']} {e['detail']}" for e in history[-10:]]
+    return "\n".join(lines)

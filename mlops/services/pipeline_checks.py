@@ -40,7 +40,10 @@ def check_pipeline_fully(root: Path, name: str, environment: str | None = None) 
         field_path = ("spec", "steps", i, "run")
         if target in failures and field_path not in already:
             problems.append(Problem(path, f"{target}: {failures[target]}", field=field_path, code="import-failed"))
-    problems += _resource_problems(root, name, environment, notes)
+    if any(p.severity is Severity.ERROR for p in problems):
+        notes.append("resources not checked: the pipeline has errors (fix them first)")
+    else:
+        problems += _resource_problems(root, name, environment, notes)
     from mlops.services.validate import located
 
     return PipelineCheck(name, located(root, problems), notes)

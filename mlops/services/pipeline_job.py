@@ -185,7 +185,11 @@ def _register(
             commit=plan.commit,
             pipeline=plan.pipeline,
         )
-        commit = CommitOptions(push=bool(options.get("push")), pull_request=bool(options.get("pull_request")))
+        commit = CommitOptions(
+            push=bool(options.get("push")),
+            pull_request=bool(options.get("pull_request")),
+            base=state.branch or "main",
+        )
         with _settings_of(root):  # the worktree has no .mlops/ of its own: use the repository's store and tracking
             result = register_model(worktree, request, commit)
     except MlopsError as exc:

@@ -22,8 +22,8 @@ from pathlib import Path
 from mlops.appliers.cluster import ClusterTarget
 from mlops.errors import MlopsError, Problem, Severity, UsageError
 from mlops.loader.config import load_settings
-from mlops.loader.gitwrite import git_identity, head_commit
-from mlops.loader.worktrees import add_worktree, tree_id, uncommitted
+from mlops.loader.gitwrite import current_branch, git_identity, head_commit
+from mlops.loader.worktrees import add_worktree, resolve_commit, tree_id, uncommitted
 from mlops.manifests import DatasetVersion, Environment, Pipeline
 from mlops.manifests.dataset_version import DataFile
 from mlops.planner.pipeline_run import RunPlan, build_run_plan, cache_key, datasets_read, parse_param_overrides
@@ -44,8 +44,21 @@ from mlops.services.repository import load_index, repo_root
 from mlops.services.store import repo_store
 from mlops.stores.artifacts import ArtifactStore
 from mlops.stores.pipeline_runs import PipelineRunStore
+from mlops.validation.index import RepoIndex
 
 POLL_S = 0.2
+# What a run's job needs from the submitting shell: git identity, and GitHub access for --push / --pr.
+FORWARDED_ENV = (
+    "GITHUB_TOKEN",
+    "MLOPS_GITHUB_TOKEN",
+    "GITHUB_API_URL",
+    "GITHUB_REPOSITORY",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+    "HOME",
+)
 
 
 class PipelineRefused(MlopsError):
@@ -68,6 +81,7 @@ class RunRequest:
     environment: str | None = None
     allow_dirty: bool = False
     trigger: str = "manual"
+    at: str | None = None  # plan from this commit instead of HEAD and the working tree (scheduled runs)
     push: bool = False
     pull_request: bool = False
 
@@ -102,8 +116,8 @@ def pipeline_problems(root: Path, name: str) -> list[Problem]:
     return [p for p in report.problems if p.severity is Severity.ERROR and p.path.startswith(prefix)]
 
 
-def find_pipeline(root: Path, name: str) -> Pipeline:
-    index = load_index(root)
+def find_pipeline(root: Path, name: str, index: RepoIndex | None = None) -> Pipeline:
+    index = load_index(root) if index is None else index
     found = index.find(Pipeline, name)
     if found is None:
         known = sorted(e.key for e in index.entries("Pipeline"))
@@ -112,28 +126,41 @@ def find_pipeline(root: Path, name: str) -> Pipeline:
 
 
 def plan_run(root: Path, request: RunRequest) -> tuple[RunPlan, list[str]]:
-    """The run's plan at HEAD, and the uncommitted files of the pipeline's folder (allowed with allow_dirty)."""
+    """The run's plan at HEAD (or at ``request.at``), and the pipeline folder's uncommitted files (allow_dirty)."""
     root = repo_root(root)
-    pipeline = find_pipeline(root, request.pipeline)
-    problems = pipeline_problems(root, request.pipeline)
-    if problems:
-        raise PipelineRefused(request.pipeline, problems)
     folder = f"pipelines/{request.pipeline}"
-    dirty = uncommitted(root, folder)
-    if dirty and not request.allow_dirty:
-        raise UsageError(
-            f"{folder} has uncommitted changes ({', '.join(dirty[:3])}{' ...' if len(dirty) > 3 else ''}): "
-            "a run records the commit its code came from, so commit them first (or pass --allow-dirty)"
-        )
-    commit = head_commit(root)
-    if commit is None:
-        raise UsageError("the repository has no commits yet: commit the pipeline first")
+    dirty: list[str] = []
+    if request.at is not None:  # a scheduled run: the commit that was applied, whatever the checkout holds now
+        from mlops.services.validate import verdict_at
+
+        commit = resolve_commit(root, request.at)
+        verdict = verdict_at(root, commit)
+        index = verdict.index
+        pipeline = find_pipeline(root, request.pipeline, index)
+        problems = [p for p in verdict.problems if p.severity is Severity.ERROR and p.path.startswith(folder + "/")]
+        if problems:
+            raise PipelineRefused(request.pipeline, problems)
+    else:
+        index = load_index(root)
+        pipeline = find_pipeline(root, request.pipeline, index)
+        problems = pipeline_problems(root, request.pipeline)
+        if problems:
+            raise PipelineRefused(request.pipeline, problems)
+        dirty = uncommitted(root, folder)
+        if dirty and not request.allow_dirty:
+            raise UsageError(
+                f"{folder} has uncommitted changes ({', '.join(dirty[:3])}{' ...' if len(dirty) > 3 else ''}): "
+                "a run records the commit its code came from, so commit them first (or pass --allow-dirty)"
+            )
+        head = head_commit(root)
+        if head is None:
+            raise UsageError("the repository has no commits yet: commit the pipeline first")
+        commit = head
     code = tree_id(root, commit, folder)
     if dirty:
         code = f"{code}+dirty-{uuid.uuid4().hex}"  # uncommitted code is never the same as anything cached
     overrides = parse_param_overrides(pipeline, request.params)
     store = repo_store(root)
-    index = load_index(root)
     datasets: dict[str, tuple[DatasetVersion, list[DataFile]]] = {}
     for key in datasets_read(pipeline):
         version = index.find(DatasetVersion, key)
@@ -198,6 +225,7 @@ def start_run(
         resumed_from=resume_of.run_id if resume_of else None,
         status=RUN_QUEUED,
         environment=request.environment,
+        branch=current_branch(root),
     )
     if resume_of is not None:  # what succeeded before is kept, whatever its cache setting
         for name, old in resume_of.steps.items():
@@ -244,16 +272,7 @@ def _submit_job(root: Path, request: RunRequest, run_id: str, options: Mapping[s
 
     target = cluster_for(root, request.environment)
     env = {**absolute_settings(root), "MLOPS_USER": os.environ.get("MLOPS_USER", "")}
-    for name in (
-        "GITHUB_TOKEN",
-        "GH_TOKEN",
-        "MLOPS_GITHUB_API",
-        "GIT_AUTHOR_NAME",
-        "GIT_AUTHOR_EMAIL",
-        "GIT_COMMITTER_NAME",
-        "GIT_COMMITTER_EMAIL",
-        "HOME",
-    ):
+    for name in FORWARDED_ENV:
         if os.environ.get(name):
             env[name] = os.environ[name]
     flags = [f"--{k.replace('_', '-')}" for k, v in options.items() if v]

@@ -30,6 +30,7 @@ class CommitOptions:
     push: bool = False
     pull_request: bool = False
     remote: str = "origin"
+    base: str | None = None  # the pull request's target branch (default: the branch the change started from)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def publish(root: Path, changes: dict[str, str], message: str, options: CommitOp
     a branch made for the change is removed: the repository is left as it was found.
     """
     if options.pull_request and not options.push:
-        options = CommitOptions(options.commit, options.branch, True, True, options.remote)
+        options = CommitOptions(options.commit, options.branch, True, True, options.remote, options.base)
     original_branch = current_branch(root) if options.commit else None
     if options.branch:
         create_branch(root, options.branch)
@@ -76,7 +77,7 @@ def publish(root: Path, changes: dict[str, str], message: str, options: CommitOp
     if options.pull_request and branch:
         github = GitHub.from_environment(remote_url(root, options.remote))
         title, _, body = message.partition("\n")
-        pr_url = github.open_pull_request(branch, original_branch or "main", title, body.strip())
+        pr_url = github.open_pull_request(branch, options.base or original_branch or "main", title, body.strip())
     return Publication(paths, sha, branch, pushed, pr_url)
 
 

@@ -26,6 +26,7 @@ last; a stale lock is broken only on request (``--break-lock``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import json
 import os
@@ -68,6 +69,7 @@ from mlops.planner.plan import (
     LiveApp,
     LiveState,
     Plan,
+    PlanItem,
     Rollout,
     canonical,
     find_app,
@@ -79,6 +81,7 @@ from mlops.planner.plan import (
 )
 from mlops.services.publish import CommitOptions, publish
 from mlops.services.repository import repo_root
+from mlops.services.schedules import apply_schedule_plan, live_schedules_of, plan_schedules
 from mlops.stores.factory import open_artifact_store
 from mlops.stores.predictions import prediction_log_address
 from mlops.validation import build_index, check_repository
@@ -290,7 +293,17 @@ def plan_environment(root: Path, environment: str, prune: bool = False) -> PlanR
     desired = _desired(head, where, live)
     http = where.target.http_options() if where.target is not None else None
     plan = make_plan(desired, live, prune=prune, now=time.time(), http_options=http)
+    live_schedules: dict[str, dict[str, Any]] = {}
+    if where.target is not None:
+        with connected(where.target):
+            live_schedules = live_schedules_of(environment)
+    plan = with_items(plan, plan_schedules(head, where, live_schedules).items)
     return PlanResult(plan, head, where)
+
+
+def with_items(plan: Plan, items: list[PlanItem]) -> Plan:
+    """``plan`` with more items to show (schedules); the Serve config it sends is unchanged."""
+    return dataclasses.replace(plan, items=plan.items + tuple(items))
 
 
 def save_plan(plan: Plan, path: Path) -> None:
@@ -446,7 +459,15 @@ def _reconcile_locked(
             f"the cluster changed since the plan was made ({where.target.label}): make a new plan "
             "(`mlops plan --out`) and review it"
         )
-    if not plan.has_changes and not plan.rollouts:
+    schedules = plan_schedules(head, where, live_schedules_of(head.name))
+    if schedules.changed:
+        apply_schedule_plan(head.name, schedules)
+        for item in schedules.items:
+            if item.action is not Action.NOOP:
+                progress(item.summary)
+    serve_changes = plan.has_changes or bool(plan.rollouts)
+    plan = with_items(plan, schedules.items)
+    if not serve_changes:
         unsettled = sorted(n for n, a in live.environment_apps(head.name).items() if a.status != "RUNNING")
         if unsettled:
             # An earlier reconcile (interrupted, perhaps) sent this config: see it through before saying "done".
@@ -454,7 +475,8 @@ def _reconcile_locked(
             api.wait(unsettled, timeout=timeout, progress=progress)
         if live.applied_commit != head.commit:
             state.call("record_applied", head.commit, {"applications": plan.environment_apps()}, holder["id"])
-        return ReconcileResult(plan, "no changes", head.commit, where.target.label, 0.0)
+        outcome = "applied" if schedules.changed else "no changes"
+        return ReconcileResult(plan, outcome, head.commit, where.target.label, 0.0)
     preflight(head, desired, plan, live, progress)
     applier = Applier(head, plan, live, api, state, holder, timeout, push, progress)
     try:

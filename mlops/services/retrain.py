@@ -8,7 +8,9 @@ pipeline run store plug in without changing the evaluation, which is pure
 * :class:`RecordedSignals`: a JSON file (``--signals FILE``), for replaying and testing decisions;
 * :class:`RepoDatasetVersions`: when each dataset version appeared, read from git (the commit that added
   its manifest; an uncommitted version has not appeared yet);
-* :class:`RecordedRunHistory`: the runs listed in the signals file (the default run history).
+* :class:`StoredRunHistory`: the runs recorded in the repository's pipeline run store
+  (``.mlops/pipelines/runs``, written by ``mlops pipeline run``): the default run history;
+* :class:`RecordedRunHistory`: the runs listed in the signals file (merged with the stored ones).
 
 The signals file is one JSON object; every list is optional, every time is ISO 8601 with a time zone::
 
@@ -53,6 +55,7 @@ from mlops.errors import GitError, InputError, Problem, Severity, UsageError, Va
 from mlops.loader.cache import ParseCache
 from mlops.loader.snapshot import WorktreeSnapshot, load_documents
 from mlops.manifests import RetrainingPolicy
+from mlops.planner.pipeline_state import RUN_FINAL, RunState
 from mlops.services.repository import repo_root
 from mlops.validation import SourceDocument, build_index
 from mlops.validation.index import RepoIndex
@@ -202,6 +205,63 @@ class RecordedRunHistory:
         return [r for r in self._runs if r.pipeline == pipeline]
 
 
+# --- pipeline runs from the run store --------------------------------------------------------------------------------
+
+# A run record's status -> a run state of mlops.analysis.retraining (queued and running are active).
+_RUN_STATES = {"queued": "queued", "running": "running", "succeeded": "succeeded", "failed": "failed"}
+
+
+class StoredRunHistory:
+    """The runs ``mlops pipeline run`` recorded in the repository (``.mlops/pipelines/runs``).
+
+    A run starts when it was requested (a queued run has no start time yet, and still counts for the
+    cooldown and the daily limit); times in the record are epoch seconds. Runs are named by the first
+    12 characters of their id, as ``mlops pipeline runs`` shows them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def runs(self, pipeline: str) -> list[PipelineRunSummary]:
+        from mlops.services.pipelines import run_store
+
+        return [run_summary(state) for state in run_store(self.root).list_states(pipeline)]
+
+
+def run_summary(state: RunState) -> PipelineRunSummary:
+    """A run record as the retraining evaluation sees it (a status it does not know counts as failed)."""
+    started = state.started_at if state.started_at is not None else state.created_at
+    finished = state.finished_at if state.status in RUN_FINAL else None
+    return PipelineRunSummary(
+        pipeline=state.pipeline,
+        run_id=state.run_id[:12],
+        state=_RUN_STATES.get(state.status, "failed"),
+        started_at=_from_epoch(started),
+        finished_at=_from_epoch(finished) if finished is not None else None,
+    )
+
+
+def _from_epoch(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+class MergedRunHistory:
+    """The runs of several histories; a run two of them know (same pipeline and id) is listed once."""
+
+    def __init__(self, *histories: RunHistory) -> None:
+        self.histories = histories
+
+    def runs(self, pipeline: str) -> list[PipelineRunSummary]:
+        seen: set[str] = set()
+        out = []
+        for history in self.histories:
+            for run in history.runs(pipeline):
+                if run.run_id not in seen:
+                    seen.add(run.run_id)
+                    out.append(run)
+        return out
+
+
 # --- dataset versions from git ---------------------------------------------------------------------------------------
 
 
@@ -283,8 +343,8 @@ def check_retraining_now(
     """Evaluate every retraining policy (or the one named) against the signals as of ``now``.
 
     ``sources`` default to the signals file (if any) and the dataset versions in git; ``history`` defaults
-    to the runs listed in the signals file. A policy that does not validate is not evaluated: its problems
-    are raised, one per line, with their positions.
+    to the runs recorded in the repository's pipeline run store, plus those listed in the signals file. A
+    policy that does not validate is not evaluated: its problems are raised, one per line, with their positions.
     """
     if now is not None and now.tzinfo is None:
         raise UsageError("the time needs a time zone, e.g. 2026-01-05T10:00:00Z")
@@ -321,14 +381,14 @@ def check_retraining_now(
         recorded = RecordedSignals.from_file(signals_file) if signals_file is not None else None
         sources = [s for s in (recorded, RepoDatasetVersions(root, index)) if s is not None]
         if history is None and recorded is not None:
-            history = recorded.history()
+            history = MergedRunHistory(StoredRunHistory(root), recorded.history())
     elif signals_file is not None:
         raise UsageError("give either signal sources or a signals file, not both")
     signals = Signals()
     for source in sources:
         signals = signals.merge(source.collect(selected, moment))
     signals = Signals(signals.metrics, signals.drift, _earliest(signals.datasets), signals.runs)
-    runs = history if history is not None else RecordedRunHistory()
+    runs = history if history is not None else StoredRunHistory(root)
     decisions = []
     for p in selected:
         with_runs = Signals(signals.metrics, signals.drift, signals.datasets, tuple(runs.runs(p.spec.pipeline)))
@@ -392,6 +452,7 @@ class PolicyInvalid(ValidationFailed):
 
 
 __all__ = [
+    "MergedRunHistory",
     "PolicyInvalid",
     "RecordedRunHistory",
     "RecordedSignals",
@@ -400,6 +461,8 @@ __all__ = [
     "RunHistory",
     "SignalSource",
     "SignalsUnreadable",
+    "StoredRunHistory",
     "check_retraining_now",
     "read_signals_file",
+    "run_summary",
 ]

@@ -77,6 +77,14 @@ def validate_repository(
     return report
 
 
+def verdict_at(root: Path, ref: str) -> Verdict:
+    """The repository checks of commit ``ref`` (read from git's objects; the working tree is not involved)."""
+    from mlops.loader.git import snapshot_at
+
+    cache = ParseCache.for_repo(root)
+    return check_repository(_indexed(load_documents(snapshot_at(root, ref), cache), cache))
+
+
 def pipeline_code_problems(root: Path, index: RepoIndex) -> list[Problem]:
     """Step callables that cannot be called, judged from the source (``mlops pipeline validate`` imports them)."""
     from mlops.inspect.pipeline_code import static_problem

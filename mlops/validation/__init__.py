@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops.errors import Problem
-from mlops.manifests import Pipeline
+from mlops.manifests import Environment, Pipeline
 from mlops.validation.changes import Change, describe_changes, immutability_problems
 from mlops.validation.facts import ManifestFacts
 from mlops.validation.index import Entry, RepoIndex
 from mlops.validation.layout import check_identity, check_placement
-from mlops.validation.pipelines import check_pipeline
+from mlops.validation.pipelines import check_environment_schedules, check_pipeline
 from mlops.validation.policies import check_policies
 from mlops.validation.references import check_references
 from mlops.validation.retraining import check_retraining
@@ -83,6 +83,8 @@ def check_repository(verdict: Verdict) -> Verdict:
     verdict.problems.extend(check_references(verdict.index))
     for path, pipeline in verdict.index.of(Pipeline):
         verdict.problems.extend(check_pipeline(path, pipeline))
+    for path, environment in verdict.index.of(Environment):
+        verdict.problems.extend(check_environment_schedules(path, environment))
     verdict.problems.extend(check_policies(verdict.index))
     verdict.problems.extend(check_retraining(verdict.index))
     return verdict

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mlops.errors import Category, Problem
-from mlops.manifests import Pipeline
+from mlops.manifests import Environment, Pipeline
 from mlops.manifests.base import parse_versioned_uri
 from mlops.manifests.pipeline import PARAM_RE, STEP_OUTPUT_RE, Step
+from mlops.manifests.retraining import cron_problem
 
 
 def check_pipeline(path: str, pipeline: Pipeline) -> Iterable[Problem]:
@@ -73,6 +74,9 @@ def check_pipeline(path: str, pipeline: Pipeline) -> Iterable[Problem]:
         first = index[cycle[0]]
         yield problem("circular dependency: " + " -> ".join(cycle), ("spec", "steps", first, "needs"), "cycle")
 
+    if pipeline.spec.schedule is not None and (why := schedule_problem(pipeline.spec.schedule)):
+        yield problem(why, ("spec", "schedule"), "bad-cron")
+
     registers = pipeline.spec.registers
     if registers is not None:
         for label, target in (("output", registers.output), ("metrics", registers.metrics)):
@@ -83,6 +87,23 @@ def check_pipeline(path: str, pipeline: Pipeline) -> Iterable[Problem]:
                 yield problem(
                     f"{target!r} is not an output of any step", ("spec", "registers", label), "unknown-output"
                 )
+
+
+def schedule_problem(expression: str) -> str | None:
+    """What is wrong with a pipeline schedule: 5 cron fields (UTC), or 6 where the last counts seconds."""
+    if len(expression.split()) == 6:
+        from croniter import croniter
+
+        if croniter.is_valid(expression):
+            return None
+        return f"invalid cron expression {expression!r} (with 6 fields the last one counts seconds)"
+    return cron_problem(expression)
+
+
+def check_environment_schedules(path: str, environment: Environment) -> Iterable[Problem]:
+    for i, scheduled in enumerate(environment.spec.pipelines):
+        if scheduled.schedule is not None and (why := schedule_problem(scheduled.schedule)):
+            yield Problem(path, why, field=("spec", "pipelines", i, "schedule"), code="bad-cron")
 
 
 def _outputs(steps: list[Step], index: dict[str, int], name: str) -> dict[str, object]:
