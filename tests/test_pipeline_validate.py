@@ -320,3 +320,34 @@ def test_show_and_resume_of_a_run_that_does_not_exist(example_repo: Path, mlops:
         no_traceback(result)
         assert result.code == 2
         assert result.err.splitlines() == [message]
+
+
+def test_a_pipeline_with_errors_cannot_be_activated_by_reconcile(example_repo: Path, mlops: Run) -> None:
+    """UC-04 6a: listing a broken pipeline in an environment is refused before any cluster is touched."""
+    write_pipeline(example_repo, "loop", CYCLE, {"steps.py": "def a():\n    pass\n\n\ndef b(x):\n    pass\n"})
+    (example_repo / "environments/nightly.yaml").write_text(
+        "apiVersion: mlops/v1\nkind: Environment\nmetadata:\n  name: nightly\nspec:\n"
+        "  cluster: {address: local}\n  pipelines:\n    - name: loop\n      schedule: '0 3 * * *'\n",
+        encoding="utf-8",
+    )
+    commit_all(example_repo, "Activate a broken pipeline")
+    for command in (("plan", "--env", "nightly"), ("reconcile", "--env", "nightly")):
+        result = mlops(*command, "--repo", str(example_repo))
+        no_traceback(result)
+        assert result.code == 1, result.out + result.err
+        assert "circular dependency: a -> b -> a" in result.out + result.err
+    assert not any(Path(example_repo / ".mlops").glob("**/ray*")), "no cluster may be started"
+
+
+def test_a_bad_schedule_is_reported_where_it_is_written(example_repo: Path, mlops: Run) -> None:
+    (example_repo / "environments/nightly.yaml").write_text(
+        "apiVersion: mlops/v1\nkind: Environment\nmetadata:\n  name: nightly\nspec:\n"
+        "  pipelines:\n    - name: train-churn\n      schedule: '0 25 * * *'\n",
+        encoding="utf-8",
+    )
+    result = mlops("validate", "--repo", str(example_repo))
+    no_traceback(result)
+    assert result.code == 1
+    [line] = [x for x in result.out.splitlines() if x.startswith("environments/nightly.yaml")]
+    assert line.startswith("environments/nightly.yaml:8:7: spec.pipelines[0].schedule: invalid cron expression")
+    assert "the hour field '25' is not valid" in line
