@@ -5,6 +5,12 @@ its ``user_config``, which Serve applies through :meth:`Router.reconfigure` with
 (about half a second). Each request goes to one version drawn by weight, gets a prediction id, and comes
 back with ``X-Model-Version`` (``NAME@N``), ``X-Prediction-Id`` and ``X-Environment`` headers.
 
+A request normally costs one hop more than a bare deployment (router, then the version's server). To
+avoid it, the router builds an in-process copy of each version's model server (same arguments, asked
+of the server itself; same digest check, scoring and prediction log) in the background, and once that
+copy is healthy it scores there; until then, and whenever the copy fails, requests go through the
+version's own application, so a switch never waits for a load.
+
 Per-version counters (requests, server errors, latencies, and agreement with the other version when
 ``shadow`` is on) are what the reconciler's analysis gates read (:meth:`Router.stats`). With shadowing on,
 a request served by one version is also sent to the other one after the answer is returned (never
@@ -102,6 +108,8 @@ class Router:
         self._since = time.time()
         self._random = random.Random()
         self._background: set[asyncio.Task[None]] = set()
+        self._local: dict[str, Any] = {}  # app -> in-process ModelServer, healthy
+        self._loading: set[str] = set()
 
     # ------------------------------------------------------------------ configuration
 
@@ -118,6 +126,9 @@ class Router:
         self._cumulative = cumulative
         for route in routes:
             self._stats.setdefault(route.version, VersionStats())
+        wanted = {r.app for r in routes if r.weight > 0}
+        for app in [a for a in self._local if a not in wanted]:
+            self._local.pop(app, None)
 
     def _choose(self) -> Route | None:
         if not self.routes or not self._cumulative or self._cumulative[-1] <= 0:
@@ -137,8 +148,37 @@ class Router:
     # ------------------------------------------------------------------ requests
 
     async def _call(self, route: Route, body: bytes, prediction_id: str, log: bool = True) -> tuple[int, bytes]:
+        local = self._local.get(route.app)
+        if local is not None:
+            try:
+                status, payload = await local.predict(body, prediction_id, log)
+                if status < 500:
+                    return int(status), bytes(payload)
+            except Exception:
+                pass
+            self._local.pop(route.app, None)  # misbehaving copy: back to the version's application
+        elif route.app not in self._loading and route.weight > 0:
+            self._start_local_load(route.app)
         status, payload = await self._handle(route.app).predict.remote(body, prediction_id, log)
         return int(status), bytes(payload)
+
+    def _start_local_load(self, app: str) -> None:
+        self._loading.add(app)
+        task = asyncio.get_running_loop().create_task(self._load_local(app))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _load_local(self, app: str) -> None:
+        try:
+            args = await self._handle(app).describe_args.remote()
+            loop = asyncio.get_running_loop()
+            server = await loop.run_in_executor(None, _build_local_server, dict(args))
+            if server is not None and any(r.app == app and r.weight > 0 for r in self.routes):
+                self._local[app] = server
+        except Exception:
+            pass  # the application keeps serving; a later request tries again
+        finally:
+            self._loading.discard(app)
 
     async def handle(self, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         route = self._choose()
@@ -217,6 +257,14 @@ class Router:
             self._stats = {r.version: VersionStats() for r in self.routes}
             self._since = time.time()
         return out
+
+
+def _build_local_server(args: dict[str, Any]) -> Any:
+    """An in-process model server, or None unless it is healthy (loaded, digest verified, canary answered)."""
+    from mlops.appliers.server import ModelServer
+
+    server = ModelServer(args)
+    return server if server.health().get("healthy") else None
 
 
 def build(args: dict[str, Any]) -> Any:

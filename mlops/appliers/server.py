@@ -69,6 +69,7 @@ class ModelServer:
     """The deployment class (plain Python: Serve wraps it in :func:`build`)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
+        self.args = dict(args)
         self.spec = ServerSpec.from_args(args)
         self.loaded = False
         self.digest_verified = False
@@ -146,6 +147,10 @@ class ModelServer:
         if self._writer is not None:
             report["prediction_log"] = self._writer.stats()
         return report
+
+    def describe_args(self) -> dict[str, Any]:
+        """The arguments this server was built with (the router builds an in-process copy from them)."""
+        return dict(self.args)
 
     def check_health(self) -> None:
         report = self.health()
