@@ -221,8 +221,11 @@ def test_a_step_that_fails_twice_is_retried_and_succeeds(
     markers = tmp_path / "markers"
     markers.mkdir()
     add_pipeline(repo, "retried", fault_pipeline("retried", markers, RETRIED))
-    result, run = run_json(mlops, repo, "run", "retried", "--wait")
+    submitted, queued = run_json(mlops, repo, "run", "retried")  # returns once the Ray job is submitted
+    assert submitted.code == 0 and queued["status"] in ("queued", "running"), submitted.err
+    result, run = run_json(mlops, repo, "show", queued["run_id"], "--follow")  # followed later
     assert result.code == 0, result.err + result.out
+    assert run["status"] == "succeeded" and "step flaky: retrying (attempt 1)" in result.err
     flaky = run["steps"]["flaky"]
     assert flaky["state"] == "succeeded" and len(flaky["attempts"]) == 3
     assert [a["error"] for a in flaky["attempts"]][:2] == ["RuntimeError: flaky failure"] * 2

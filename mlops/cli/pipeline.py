@@ -173,14 +173,19 @@ def runs_cmd(name: str | None, limit: int, output_format: str, repo: Path) -> No
 @pipeline.command("show")
 @click.argument("run")
 @click.option("--log", "log_step", metavar="STEP", help="Print the log of STEP's last attempt instead.")
+@click.option("--follow", is_flag=True, help="Follow the run until it ends first (progress lines per step).")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @repo_option
-def show_cmd(run: str, log_step: str | None, output_format: str, repo: Path) -> None:
+def show_cmd(run: str, log_step: str | None, follow: bool, output_format: str, repo: Path) -> None:
     """One run: per step its state, attempts, duration, resources, output digests and logs."""
     from mlops.reports.pipelines import render_run
+    from mlops.services.pipelines import follow as follow_run
     from mlops.services.pipelines import show_run
 
     state, plan, folder = show_run(repo, run)
+    if follow:
+        follow_run(repo, state.run_id, _progress_printer())
+        state, plan, folder = show_run(repo, state.run_id)
     if log_step is not None:
         record = state.steps.get(log_step)
         if record is None:
