@@ -131,7 +131,7 @@ def test_a_cycle_is_reported_by_pipeline_validate(example_repo: Path, mlops: Run
     assert result.code == 1
     assert result.out.splitlines() == [CYCLE_LINE]
     assert result.err.splitlines() == [
-        "resources not checked: the pipeline has errors (fix them first)",
+        "resources not checked: the pipeline's manifest has errors (fix them first)",
         "pipeline loop: 1 error(s); it cannot run or be activated until they are fixed",
     ]
 

@@ -14,6 +14,7 @@ resume has as little to redo as possible.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from mlops.stores.artifacts import ArtifactStore
 from mlops.stores.pipeline_runs import PipelineRunStore
 
 STATE_WRITE_INTERVAL_S = 0.25  # the CLI polls the record; more often than this only costs the driver time
+STATE_WRITE_SHARE = 0.1  # at most this share of the driver's time goes to rewriting the run record
 WAIT_SLICE_S = 0.5
 
 
@@ -93,6 +95,16 @@ def _describe(resources: Mapping[str, float]) -> str:
 
 
 class Driver:
+    """The loop that runs one plan: event-driven, so its cost per step does not grow with the size of the DAG.
+
+    Each step keeps a count of the steps it needs that are not done yet; when a step settles (succeeded,
+    cached, failed, skipped) only its dependents are looked at. Steps whose needs are all done wait in a
+    queue in plan order. Each turn of the loop blocks in one ``ray.wait`` until a step's task ends (or a
+    deadline or a retry is due), then takes every other task that has ended by then too, settles them,
+    starts what became ready, and only then writes cache entries and (at most every
+    ``STATE_WRITE_INTERVAL_S``) the run record, so the next steps are not kept waiting by the bookkeeping.
+    """
+
     def __init__(
         self,
         plan: RunPlan,
@@ -109,9 +121,17 @@ class Driver:
         self.settings = settings
         self.on_change = on_change
         self._running: dict[str, _Running] = {}
+        self._by_ref: dict[Any, str] = {}  # the running task's ObjectRef -> its step
         self._retry_at: dict[str, float] = {}
         self._last_write = 0.0
+        self._write_interval = STATE_WRITE_INTERVAL_S
         self._dirty = False
+        self._order = {step.name: i for i, step in enumerate(plan.steps)}
+        self._steps = {step.name: step for step in plan.steps}
+        self._dependents: dict[str, list[str]] = {step.name: [] for step in plan.steps}
+        self._unmet: dict[str, int] = {}  # per step: how many of its needs are not done yet
+        self._ready: list[tuple[int, str]] = []  # heap of (plan position, step) whose needs are all done
+        self._cache_writes: list[tuple[str, dict[str, OutputRecord]]] = []
         self.outcome = RUN_FAILED
 
     # ------------------------------------------------------------------ the loop
@@ -126,14 +146,16 @@ class Driver:
         for name, why in infeasible(self.plan, nodes).items():
             if self.state.steps[name].state == PENDING:
                 self._fail(name, why)
+        self._index()
         self._flush(force=True)
         remote = ray.remote(execute)
         while True:
-            progressed = self._start_ready(remote)
-            if not self._running and not self._retry_at and not progressed:
+            self._start_ready(remote)
+            self._write_cache_entries()
+            self._flush()
+            if not self._running and not self._retry_at:
                 break
             self._collect()
-            self._flush()
         self.state.finished_at = time.time()
         done = all(s.state in DONE_STATES for s in self.state.steps.values())
         if not done:
@@ -144,39 +166,68 @@ class Driver:
         self.outcome = RUN_SUCCEEDED if done else RUN_FAILED
         return self.state
 
-    def _start_ready(self, remote: Any) -> bool:
-        """Start (or take from the cache, or skip) every step whose dependencies are settled."""
-        progressed = False
-        now = time.monotonic()
-        changed = True
-        while changed:
-            changed = False
-            for step in self.plan.steps:
-                record = self.state.steps[step.name]
-                if record.state not in (PENDING, RETRYING) or step.name in self._running:
-                    continue
-                if record.state == RETRYING and self._retry_at.get(step.name, 0.0) > now:
-                    continue
-                needs = [self.state.steps[n].state for n in step.needs]
-                if any(s in (FAILED, SKIPPED) for s in needs):
-                    record.state = SKIPPED
-                    record.failure = (
-                        "not run: "
-                        + ", ".join(n for n in step.needs if self.state.steps[n].state in (FAILED, SKIPPED))
-                        + " did not succeed"
-                    )
-                    changed = progressed = self._dirty = True
-                    continue
-                if not all(s in DONE_STATES for s in needs):
-                    continue
-                upstream = self._upstream_digests(step)
-                record.cache_key = cache_key(self.plan, step, upstream)
-                if record.state == PENDING and self._from_cache(step, record):
-                    changed = progressed = self._dirty = True
-                    continue
+    def _index(self) -> None:
+        """Count each step's unmet needs; queue what can start; skip what can never run (resume, infeasible)."""
+        for step in self.plan.steps:
+            for need in step.needs:
+                self._dependents.setdefault(need, []).append(step.name)
+            self._unmet[step.name] = sum(1 for n in step.needs if self.state.steps[n].state not in DONE_STATES)
+        for step in self.plan.steps:  # plan order: a skip is seen by every later step that needs it
+            record = self.state.steps[step.name]
+            if record.state != PENDING:
+                continue
+            if any(self.state.steps[n].state in (FAILED, SKIPPED) for n in step.needs):
+                self._skip(step)
+            elif self._unmet[step.name] == 0:
+                heapq.heappush(self._ready, (self._order[step.name], step.name))
+
+    def _start_ready(self, remote: Any) -> None:
+        """Start (or take from the cache) every queued step; retries whose backoff is over join the queue."""
+        if self._retry_at:
+            now = time.monotonic()
+            for name, at in list(self._retry_at.items()):
+                if at <= now:
+                    del self._retry_at[name]
+                    heapq.heappush(self._ready, (self._order[name], name))
+        while self._ready:
+            _, name = heapq.heappop(self._ready)
+            step = self._steps[name]
+            record = self.state.steps[name]
+            if record.state == RETRYING:
                 self._submit(remote, step, record)
-                progressed = self._dirty = True
-        return progressed
+                continue
+            if record.state != PENDING:
+                continue
+            record.cache_key = cache_key(self.plan, step, self._upstream_digests(step))
+            self._dirty = True
+            if self._from_cache(step, record):
+                self._settled(name)
+                continue
+            self._submit(remote, step, record)
+
+    def _settled(self, name: str) -> None:
+        """``name`` reached a final state: its dependents lose an unmet need, or are skipped (and theirs, ...)."""
+        stack = [name]
+        while stack:
+            settled = stack.pop()
+            done = self.state.steps[settled].state in DONE_STATES
+            for dependent in self._dependents.get(settled, ()):
+                if self.state.steps[dependent].state != PENDING:
+                    continue
+                if done:
+                    self._unmet[dependent] -= 1
+                    if self._unmet[dependent] == 0:
+                        heapq.heappush(self._ready, (self._order[dependent], dependent))
+                else:
+                    self._skip(self._steps[dependent])
+                    stack.append(dependent)
+
+    def _skip(self, step: StepPlan) -> None:
+        record = self.state.steps[step.name]
+        record.state = SKIPPED
+        failed = [n for n in step.needs if self.state.steps[n].state in (FAILED, SKIPPED)]
+        record.failure = "not run: " + ", ".join(failed) + " did not succeed"
+        self._dirty = True
 
     def _upstream_digests(self, step: StepPlan) -> dict[tuple[str, str], str]:
         out = {}
@@ -207,7 +258,7 @@ class Driver:
         attempt = Attempt(number=number, started_at=time.time(), log=str(log.relative_to(log.parents[1])))
         payload = {
             "run_id": self.state.run_id,
-            "step": step.to_json(),
+            "step": step,  # pickled as it is (a frozen dataclass): cheaper than to_json() here and back there
             "attempt": number,
             "log": str(log),
             "root": self.settings.root,
@@ -228,37 +279,53 @@ class Driver:
         ref = remote.options(name=f"{self.plan.pipeline}.{step.name}", **options).remote(payload)
         record.attempts.append(attempt)
         record.state = RUNNING
+        self._dirty = True
         self._retry_at.pop(step.name, None)
         deadline = time.monotonic() + step.timeout_s if step.timeout_s else None
         self._running[step.name] = _Running(step, ref, attempt, deadline)
+        self._by_ref[ref] = step.name
 
     def _collect(self) -> None:
+        """Wait for the first task to end (or a deadline), then take every task that has ended by then."""
         import ray
 
         if not self._running:
             wake = min(self._retry_at.values(), default=time.monotonic())
             time.sleep(max(0.0, min(WAIT_SLICE_S, wake - time.monotonic())))
             return
-        refs = {id(r.ref): name for name, r in self._running.items()}
         timeout = WAIT_SLICE_S
         deadlines = [r.deadline for r in self._running.values() if r.deadline is not None]
         deadlines += list(self._retry_at.values())
         if deadlines:
             timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
-        ready, _ = ray.wait([r.ref for r in self._running.values()], num_returns=1, timeout=timeout)
-        for ref in ready:
-            name = refs[id(ref)]
-            running = self._running.pop(name)
+        refs = list(self._by_ref)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        results: list[Any] | None = None
+        if ready:
             try:
-                result = ray.get(ref)
-            except Exception as exc:  # the task itself failed: worker died, out of memory, cancelled
-                result = {"ok": False, "error": _first_line(exc), "retry": True}
+                results = ray.get(ready)
+            except Exception:  # one of them failed: take them one by one below
+                results = None
+        for i, ref in enumerate(ready):
+            name = self._by_ref.pop(ref)
+            running = self._running.pop(name)
+            if results is not None:
+                result = results[i]
+            else:
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # the task itself failed: worker died, out of memory, cancelled
+                    result = {"ok": False, "error": _first_line(exc), "retry": True}
             self._finish(running, result)
         now = time.monotonic()
         for name, running in list(self._running.items()):
             if running.deadline is not None and now >= running.deadline:
                 ray.cancel(running.ref, force=True)
                 del self._running[name]
+                self._by_ref.pop(running.ref, None)
                 limit = running.step.timeout_s or 0.0
                 self._finish(running, {"ok": False, "error": f"timed out after {limit:g} s", "retry": True})
 
@@ -272,7 +339,8 @@ class Driver:
             record.state = SUCCEEDED
             record.outputs = {k: OutputRecord(**v) for k, v in result.get("outputs", {}).items()}
             if step.cache and record.cache_key is not None:
-                self.runs.cache_put(record.cache_key, self.state.run_id, record.outputs)
+                self._cache_writes.append((record.cache_key, record.outputs))
+            self._settled(step.name)
             return
         attempt.error = str(result.get("error", "failed"))
         if result.get("retry") and len(record.attempts) <= step.retries:
@@ -283,6 +351,7 @@ class Driver:
         tries = len(record.attempts)
         suffix = f" (after {tries} attempts)" if tries > 1 else ""
         self._fail(step.name, attempt.error + suffix)
+        self._settled(step.name)
 
     def _fail(self, name: str, why: str) -> None:
         record = self.state.steps[name]
@@ -290,12 +359,21 @@ class Driver:
         record.failure = why
         self._dirty = True
 
+    def _write_cache_entries(self) -> None:
+        """Record the outputs of steps that succeeded (after their dependents were started: off their path)."""
+        for key, outputs in self._cache_writes:
+            self.runs.cache_put(key, self.state.run_id, outputs)
+        self._cache_writes.clear()
+
     def _flush(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not (force or (self._dirty and now - self._last_write >= STATE_WRITE_INTERVAL_S)):
+        if not (force or (self._dirty and now - self._last_write >= self._write_interval)):
             return
+        started = time.perf_counter()
         self.runs.write_state(self.state)
-        self._last_write = now
+        # A big run's record costs more to write: keep writing it to a small share of the driver's time.
+        self._write_interval = max(STATE_WRITE_INTERVAL_S, (time.perf_counter() - started) / STATE_WRITE_SHARE)
+        self._last_write = time.monotonic()
         self._dirty = False
         if self.on_change is not None:
             self.on_change(self.state)

@@ -23,6 +23,7 @@ the task fail).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import inspect
 import io
@@ -31,8 +32,8 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import traceback
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ from mlops.stores.factory import open_artifact_store
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 _loaded_src: str | None = None
+_stores: dict[tuple[str, str], ArtifactStore] = {}  # per worker process: (store spec, repository root) -> store
+_takes_context: dict[str, bool] = {}  # per loaded code folder: module:function -> has a ``context`` parameter
+_folders: set[str] = set()  # folders this process made (or found), so each costs one mkdir per process
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,15 @@ class StepContext:
 
 def execute(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Run one attempt; never raises for a failure of the step's own code (the result says it)."""
-    step = StepPlan.from_json_step(payload["step"])
+    raw = payload["step"]
+    step = raw if isinstance(raw, StepPlan) else StepPlan.from_json_step(raw)
     log_path = Path(payload["log"])
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a", encoding="utf-8") as log, _captured(log):
+    try:
+        log = log_path.open("a", encoding="utf-8")
+    except FileNotFoundError:  # the run's logs folder is made with the run; a worker on another machine makes it
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("a", encoding="utf-8")
+    with log, _captured(log):
         try:
             return _execute(payload, step)
         except _StepFailed as failed:
@@ -92,10 +101,18 @@ def _captured(log: io.TextIOBase) -> Iterator[None]:
         yield
 
 
+def _open_store(spec: str, root: str) -> ArtifactStore:
+    """The store of ``spec``, made once per worker process (an S3 client is costly to make for every step)."""
+    key = (spec, root)
+    store = _stores.get(key)
+    if store is None:
+        store = _stores[key] = open_artifact_store(spec, Path(root))
+    return store
+
+
 def _execute(payload: Mapping[str, Any], step: StepPlan) -> dict[str, Any]:
-    store = open_artifact_store(str(payload["store"]), Path(payload["root"]))
-    scratch = Path(payload["scratch"])
-    scratch.mkdir(parents=True, exist_ok=True)
+    store = _open_store(str(payload["store"]), str(payload["root"]))
+    scratch = Path(payload["scratch"])  # made when something uses it: most steps never do
     upstream = {_pair(k): OutputRecord(**v) for k, v in payload["upstream"].items()}
     cache = Path(payload["blob_cache"])
     _say(f"step {step.name} attempt {payload['attempt']} on {socket.gethostname()}")
@@ -106,7 +123,7 @@ def _execute(payload: Mapping[str, Any], step: StepPlan) -> dict[str, Any]:
     outputs: dict[str, OutputRecord] = {}
     failures: list[str] = []
     for name, spec in step.outputs.items():
-        record = _store_output(store, name, str(spec.get("type", "file")), values[name], scratch)
+        record = _store_output(store, name, str(spec.get("type", "file")), values[name], scratch.parent, step.name)
         outputs[name] = record
         failures += check_output(name, spec, record.summary)
     if failures:
@@ -133,7 +150,11 @@ def _call(
     assert step.run is not None
     function = _load_callable(Path(payload["src"]), step.run)
     kwargs = {name: _input_value(store, item, upstream, cache) for name, item in step.inputs.items()}
-    if "context" in inspect.signature(function).parameters:
+    wants = _takes_context.get(step.run)
+    if wants is None:
+        wants = _takes_context[step.run] = "context" in inspect.signature(function).parameters
+    if wants:
+        _folder(scratch)
         kwargs["context"] = StepContext(
             payload["run_id"], step.name, int(payload["attempt"]), scratch, dict(payload.get("params", {}))
         )
@@ -180,6 +201,7 @@ def _load_callable(src: Path, target: str) -> Any:
                 sys.path.remove(_loaded_src)
         sys.path.insert(0, folder)
         importlib.invalidate_caches()
+        _takes_context.clear()
         _loaded_src = folder
     module_name, _, attribute = target.partition(":")
     try:
@@ -205,12 +227,35 @@ def _input_value(
         return folder
     assert item.upstream is not None
     record = upstream[item.upstream]
+    if record.type == "metrics":
+        metrics = _metrics_in_record(record)
+        if metrics is not None:
+            return metrics
     path = _blob(store, record, cache)
     if record.type == "table":
         return _read_table(path)
     if record.type == "metrics":
         return json.loads(path.read_text(encoding="utf-8"))
     return path
+
+
+def _metrics_in_record(record: OutputRecord) -> dict[str, Any] | None:
+    """Metrics from the upstream record's summary when they are exactly the stored blob's bytes (no fetch), else None.
+
+    The blob is ``json.dumps(metrics, sort_keys=True)`` of the same dict the summary holds: when that text hashes
+    to the record's digest it *is* the blob, so the step gets what reading the blob would give.
+    """
+    metrics = record.summary.get("metrics")
+    if not isinstance(metrics, dict):
+        return None
+    try:
+        data = json.dumps(metrics, sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError):
+        return None
+    if f"sha256:{hashlib.sha256(data).hexdigest()}" != record.digest:
+        return None
+    loaded: dict[str, Any] = json.loads(data)
+    return loaded
 
 
 def _dataset_folder(store: ArtifactStore, dataset: DatasetInput, cache: Path) -> Path:
@@ -244,45 +289,65 @@ def _read_table(path: Path) -> Any:
 # --------------------------------------------------------------------------- outputs
 
 
-def _store_output(store: ArtifactStore, name: str, kind: str, value: Any, scratch: Path) -> OutputRecord:
-    import pandas as pd
+def _store_output(store: ArtifactStore, name: str, kind: str, value: Any, staging: Path, step: str) -> OutputRecord:
+    """Put one output into the store; a value held in memory goes through one file in ``staging``, removed after."""
+    summary: dict[str, Any] = {}
+    if kind == "table":
+        import pandas as pd  # only here: a worker that never sees a table never pays for importing pandas
 
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=f".{name}.") as tmp:
-        folder = Path(tmp)
-        summary: dict[str, Any] = {}
-        if kind == "table":
-            if not isinstance(value, pd.DataFrame):
-                raise _StepFailed(
-                    f"output {name}: a table must be a pandas DataFrame, got {type(value).__name__}", False
-                )
-            path = folder / f"{name}.parquet"
+        if not isinstance(value, pd.DataFrame):
+            raise _StepFailed(f"output {name}: a table must be a pandas DataFrame, got {type(value).__name__}", False)
+        summary = {"rows": len(value), "columns": [str(c) for c in value.columns]}
+        with _staged(staging, step, name) as path:
             value.to_parquet(path, index=False)
-            summary = {"rows": len(value), "columns": [str(c) for c in value.columns]}
-        elif kind == "metrics":
-            if not isinstance(value, Mapping):
-                raise _StepFailed(
-                    f"output {name}: metrics must be a dict of numbers, got {type(value).__name__}", False
-                )
-            metrics = {
-                str(k): (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
-                for k, v in value.items()
-            }
-            path = folder / f"{name}.json"
+            digest, size = store.put_file(path)
+        return OutputRecord(digest=digest, size=size, type=kind, filename=f"{name}.parquet", summary=summary)
+    if kind == "metrics":
+        if not isinstance(value, Mapping):
+            raise _StepFailed(f"output {name}: metrics must be a dict of numbers, got {type(value).__name__}", False)
+        metrics = {
+            str(k): (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+            for k, v in value.items()
+        }
+        with _staged(staging, step, name) as path:
             path.write_text(json.dumps(metrics, sort_keys=True), encoding="utf-8")
-            summary = {"metrics": metrics}
-        else:
-            path = _file_value(name, value, folder)
+            digest, size = store.put_file(path)
+        return OutputRecord(digest=digest, size=size, type=kind, filename=f"{name}.json", summary={"metrics": metrics})
+    if isinstance(value, bytes | bytearray):
+        with _staged(staging, step, name) as path:
+            path.write_bytes(bytes(value))
             if kind == "model":
                 summary = {"signature": _has_signature(path)}
-        digest, size = store.put_file(path)
-        return OutputRecord(digest=digest, size=size, type=kind, filename=path.name, summary=summary)
+            digest, size = store.put_file(path)
+        return OutputRecord(digest=digest, size=size, type=kind, filename=name, summary=summary)
+    path = _file_value(name, value)
+    if kind == "model":
+        summary = {"signature": _has_signature(path)}
+    digest, size = store.put_file(path)
+    return OutputRecord(digest=digest, size=size, type=kind, filename=path.name, summary=summary)
 
 
-def _file_value(name: str, value: Any, folder: Path) -> Path:
-    if isinstance(value, bytes | bytearray):
-        path = folder / name
-        path.write_bytes(bytes(value))
-        return path
+@contextlib.contextmanager
+def _staged(staging: Path, step: str, name: str) -> Iterator[Path]:
+    """A new file name in ``staging`` (the run's scratch folder: no folder to make and remove), unlinked after."""
+    path = _folder(staging) / f".{step}.{name}.{os.getpid()}.{uuid.uuid4().hex}"
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _folder(path: Path) -> Path:
+    """``path``, made if need be; once made (or found) by this process it is not asked for again."""
+    key = str(path)
+    if key not in _folders:
+        path.mkdir(parents=True, exist_ok=True)
+        _folders.add(key)
+    return path
+
+
+def _file_value(name: str, value: Any) -> Path:
     if isinstance(value, str | os.PathLike):
         path = Path(value)
         if not path.is_file():
@@ -319,8 +384,7 @@ def _run_command(
             inputs[name] = str(folder / files[0][0]) if len(files) == 1 else str(folder)
         elif item.upstream is not None:
             inputs[name] = str(_blob(store, upstream[item.upstream], cache))
-    out_dir = scratch / "outputs"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _folder(scratch / "outputs")
     env = {**os.environ, "MLOPS_INPUTS": json.dumps(inputs), "MLOPS_OUTPUT_DIR": str(out_dir)}
     sys.stdout.flush()
     completed = subprocess.run(

@@ -31,6 +31,7 @@ def check_pipeline_fully(root: Path, name: str, environment: str | None = None) 
     root = repo_root(root)
     pipeline = find_pipeline(root, name)
     problems = pipeline_problems(root, name)
+    repository_errors = bool(problems)  # planning needs a valid manifest; import failures do not stop it
     notes: list[str] = []
     path = f"pipelines/{name}/pipeline.yaml"
     targets = {i: step.run for i, step in enumerate(pipeline.spec.steps) if step.run}
@@ -40,8 +41,8 @@ def check_pipeline_fully(root: Path, name: str, environment: str | None = None) 
         field_path = ("spec", "steps", i, "run")
         if target in failures and field_path not in already:
             problems.append(Problem(path, f"{target}: {failures[target]}", field=field_path, code="import-failed"))
-    if any(p.severity is Severity.ERROR for p in problems):
-        notes.append("resources not checked: the pipeline has errors (fix them first)")
+    if repository_errors:
+        notes.append("resources not checked: the pipeline's manifest has errors (fix them first)")
     else:
         problems += _resource_problems(root, name, environment, notes)
     from mlops.services.validate import located
