@@ -225,6 +225,19 @@ spec:
 """
 
 
+_STEPS = """def prepare(data):
+    return data, data
+
+
+def train(train, max_depth):
+    return b"model"
+
+
+def evaluate(model, test):
+    return {"auc": 0.8}
+"""
+
+
 def _environment_yaml(name: str, address: str, deployments: list[tuple[int, int]], blue_green: bool) -> str:
     lines = [
         "# yaml-language-server: $schema=../schemas/Environment.schema.json",
@@ -504,6 +517,7 @@ def generate(root: Path, total: int) -> Generated:
     )
     files["registry/experiments/retention.yaml"] = _PROJECT
     files[f"pipelines/{PIPELINE}/pipeline.yaml"] = _PIPELINE
+    files[f"pipelines/{PIPELINE}/steps.py"] = _STEPS
     for policy, text in _POLICIES.items():
         files[f"policies/{policy}.yaml"] = text
 
@@ -518,7 +532,7 @@ def generate(root: Path, total: int) -> Generated:
     files["environments/production.yaml"] = _environment_yaml(
         "production", "ray://ray-prod.internal:10001", [(i, max(1, latest[i] - 2)) for i in deployed], True
     )
-    assert len(files) == total, (len(files), total)
+    assert sum(rel.endswith(".yaml") for rel in files) == total, (len(files), total)
 
     for rel, text in files.items():
         path = root / rel
