@@ -248,6 +248,8 @@ def _noun(kind: str) -> str:
         "Pipeline": "pipeline",
         "Environment": "environment",
         "Project": "project",
+        "QualityRules": "quality rules of dataset",
+        "RetrainingPolicy": "retraining policy",
     }
     if kind in words:
         return words[kind]
