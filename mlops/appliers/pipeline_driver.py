@@ -122,6 +122,7 @@ class Driver:
         self.on_change = on_change
         self._running: dict[str, _Running] = {}
         self._by_ref: dict[Any, str] = {}  # the running task's ObjectRef -> its step
+        self._variants: dict[tuple[float, float, int | None], Any] = {}
         self._retry_at: dict[str, float] = {}
         self._last_write = 0.0
         self._write_interval = STATE_WRITE_INTERVAL_S
@@ -276,7 +277,11 @@ class Driver:
         options: dict[str, Any] = {"num_cpus": step.cpus, "num_gpus": step.gpus, "max_retries": 0}
         if step.memory:
             options["memory"] = step.memory
-        ref = remote.options(name=f"{self.plan.pipeline}.{step.name}", **options).remote(payload)
+        key = (step.cpus, step.gpus, step.memory)
+        submit = self._variants.get(key)
+        if submit is None:  # one options() per resource shape: building it per step costs the driver CPU
+            submit = self._variants[key] = remote.options(**options)
+        ref = submit.remote(payload)
         record.attempts.append(attempt)
         record.state = RUNNING
         self._dirty = True

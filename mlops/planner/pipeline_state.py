@@ -11,7 +11,7 @@ The driver on the cluster is the only writer; the CLI reads it to show progress 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 STATE_FORMAT = 1
@@ -80,6 +80,19 @@ class Registration:
     by_hand: str = ""  # the command that registers the stored artifact when registration failed
 
 
+def _step_json(step: StepState) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "state": step.state,
+        "attempts": [vars(a).copy() for a in step.attempts],
+        "outputs": {k: {**vars(v), "summary": dict(v.summary)} for k, v in step.outputs.items()},
+        "cache_key": step.cache_key,
+        "cached_from": step.cached_from,
+        "failure": step.failure,
+        "resources": dict(step.resources),
+    }
+
+
 @dataclass
 class RunState:
     run_id: str
@@ -113,7 +126,12 @@ class RunState:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand rather than dataclasses.asdict: the driver writes this often and asdict deep-copies everything.
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("steps", "registration")}
+        data["params"] = dict(self.params)
+        data["steps"] = {name: _step_json(step) for name, step in self.steps.items()}
+        data["registration"] = vars(self.registration).copy() if self.registration is not None else None
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunState:
