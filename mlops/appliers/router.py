@@ -9,7 +9,8 @@ A request normally costs one hop more than a bare deployment (router, then the v
 avoid it, the router builds an in-process copy of each version's model server (same arguments, asked
 of the server itself; same digest check, scoring and prediction log) in the background, and once that
 copy is healthy it scores there; until then, and whenever the copy fails, requests go through the
-version's own application, so a switch never waits for a load.
+version's own application, so a switch never waits for a load. Copies are built only once the weights
+have held for LOCAL_COPY_DELAY_S (steady state), never in the middle of a switch or a rollback.
 
 Per-version counters (requests, server errors, latencies, and agreement with the other version when
 ``shadow`` is on) are what the reconciler's analysis gates read (:meth:`Router.stats`). With shadowing on,
@@ -41,6 +42,9 @@ from mlops.appliers.server import DEPLOYMENT_NAME as SERVER_DEPLOYMENT
 DEPLOYMENT_NAME = "Router"
 LATENCY_SAMPLES = 20_000
 AGREEMENT_TOLERANCE = 1e-6
+# A copy is built only once the weights have held this long: a load competes with requests for the
+# replica's CPU, and during a switch or a rollback every millisecond of the replica is wanted.
+LOCAL_COPY_DELAY_S = 10.0
 
 
 @dataclass
@@ -110,10 +114,12 @@ class Router:
         self._background: set[asyncio.Task[None]] = set()
         self._local: dict[str, Any] = {}  # app -> in-process ModelServer, healthy
         self._loading: set[str] = set()
+        self._configured_at = time.monotonic()
 
     # ------------------------------------------------------------------ configuration
 
     def reconfigure(self, config: dict[str, Any]) -> None:
+        self._configured_at = time.monotonic()
         routes = [Route(str(r["app"]), int(r["version"]), int(r["weight"])) for r in config.get("routes", [])]
         self.model = str(config.get("model", self.model))
         self.shadow = bool(config.get("shadow", False))
@@ -157,7 +163,11 @@ class Router:
             except Exception:
                 pass
             self._local.pop(route.app, None)  # misbehaving copy: back to the version's application
-        elif route.app not in self._loading and route.weight > 0:
+        elif (
+            route.app not in self._loading
+            and route.weight > 0
+            and time.monotonic() - self._configured_at > LOCAL_COPY_DELAY_S
+        ):
             self._start_local_load(route.app)
         status, payload = await self._handle(route.app).predict.remote(body, prediction_id, log)
         return int(status), bytes(payload)
