@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mlops.errors import InputError, MlopsError, UsageError
+from mlops.errors import InputError, MlopsError, StoreError, UsageError
 from mlops.loader.gitwrite import git_identity
 from mlops.loader.hashing import (
     RACY_NS,
@@ -49,7 +49,6 @@ from mlops.services.data_versions import (
     LoadedRules,
     fetch,
     find_version,
-    in_parallel,
     iso,
     registered_numbers,
     repo_rules,
@@ -355,19 +354,24 @@ def _store_blobs(
     todo: dict[str, HashedFile] = {}
     for h in hashed:
         if h.digest in missing and h.digest not in todo:
-            todo[h.digest] = h  # one upload per distinct content
-
-    def put(h: HashedFile) -> int:
-        digest, size = store.put_file(Path(h.path))
+            todo[h.digest] = h  # one blob per distinct content
+    if not todo:
+        return
+    # One batch: the local store makes every blob durable with one sync instead of one fsync per file.
+    pending = list(todo.values())
+    try:
+        stored = store.put_files([h.path for h in pending], progress)
+    except StoreError:
+        _check_unchanged(pending)  # a file that moved or vanished explains the failure better than the store
+        raise
+    for h, (digest, size) in zip(pending, stored, strict=True):
         if digest != h.digest or size != h.size:
             raise FileChanged(
                 f"{h.path} changed while the snapshot read it (hashed {h.digest[:19]}..., stored "
                 f"{digest[:19]}...); nothing was registered: snapshot again once the data is stable"
             )
-        return size
-
-    result.stored_bytes += in_parallel(list(todo.values()), put, progress)
-    result.stored += len(todo)
+        result.stored_bytes += size
+    result.stored += len(pending)
 
 
 def _store_index(store: ArtifactStore, files: list[DataFile], fingerprint: str) -> str:
@@ -384,10 +388,17 @@ def _store_index(store: ArtifactStore, files: list[DataFile], fingerprint: str) 
 def _format(files: list[DataFile], table: Table | None) -> str:
     if table is not None:
         return table.format
-    suffixes = {Path(f.path).suffix.lower().lstrip(".") for f in files}
+    suffixes = {_suffix(f.path).lower().lstrip(".") for f in files}
     if len(suffixes) == 1 and "" not in suffixes:
         return suffixes.pop()
     return "files"
+
+
+def _suffix(rel: str) -> str:
+    """``PurePosixPath(rel).suffix`` without a Path per file (10,000 of them cost a tenth of a second)."""
+    name = rel.rpartition("/")[2]
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
 
 
 def _version_data(

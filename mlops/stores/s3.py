@@ -5,7 +5,8 @@ visible only when its upload completes, so a blob is complete or absent. After
 an upload the object's size and the sha256 we recorded in its metadata are
 checked; downloads are hashed while they stream and refused on mismatch.
 boto3's own retries are turned off so that ours (with clear messages) are the
-only ones.
+only ones. ``put_files`` hashes its files, then checks and uploads the distinct
+digests a few at a time (each upload retried and verified on its own).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from mlops.errors import BlobNotFound, DigestMismatch, InputError, StoreError
-from mlops.stores.artifacts import CHUNK, sha256_file
+from mlops.stores.artifacts import CHUNK, Progress, StrPath, sha256_file
 from mlops.stores.retry import DEFAULT_RETRY, RetryPolicy, with_retries
+
+UPLOAD_WORKERS = 16  # requests at once in put_files and missing (as many as the snapshot used to run)
 
 
 class S3ArtifactStore:
@@ -41,7 +45,12 @@ class S3ArtifactStore:
         self._client: Any = boto3.client(
             "s3",
             endpoint_url=endpoint_url or os.environ.get("MLOPS_S3_ENDPOINT_URL") or None,
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+            config=Config(
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                max_pool_connections=2 * UPLOAD_WORKERS,  # put_files and missing run UPLOAD_WORKERS requests at once
+            ),
         )
         self._client_error = ClientError
         self._transient: tuple[type[BaseException], ...] = (BotoCoreError, ClientError, Boto3Error, OSError)
@@ -67,15 +76,60 @@ class S3ArtifactStore:
         )
 
     def missing(self, digests: Iterable[str]) -> set[str]:
-        return {d for d in set(digests) if not self.has(d)}
+        distinct = list(set(digests))
+        if len(distinct) <= 1:
+            return {d for d in distinct if not self.has(d)}
+        with ThreadPoolExecutor(max_workers=min(UPLOAD_WORKERS, len(distinct)), thread_name_prefix="mlops-s3") as pool:
+            present = list(pool.map(self.has, distinct))
+        return {d for d, there in zip(distinct, present, strict=True) if not there}
 
     def put_file(self, path: Path) -> tuple[str, int]:
-        try:
-            digest, size = sha256_file(path)
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return self.put_files([path])[0]
+
+    def put_files(self, paths: Sequence[StrPath], progress: Progress | None = None) -> list[tuple[str, int]]:
+        """Hash every file, then check and upload the distinct digests in a few threads (boto3 clients are thread-safe).
+
+        Each upload is retried on its own and verified (size and recorded sha256); the first that fails for good
+        stops the others (uploads already running finish or fail whole: S3 shows only complete objects).
+        """
+        out: list[tuple[str, int]] = []
+        first: dict[str, tuple[Path, int]] = {}  # digest -> the first path holding it
+        for item in paths:
+            path = Path(item)
+            try:
+                digest, size = sha256_file(path)
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+            out.append((digest, size))
+            first.setdefault(digest, (path, size))
+        todo = list(first.items())
+        if progress is not None:
+            progress(0, len(todo))
+        if len(todo) == 1:
+            self._put_one(*todo[0])
+            if progress is not None:
+                progress(1, 1)
+        elif todo:
+            self._put_parallel(todo, progress)
+        return out
+
+    def _put_parallel(self, todo: list[tuple[str, tuple[Path, int]]], progress: Progress | None) -> None:
+        with ThreadPoolExecutor(max_workers=min(UPLOAD_WORKERS, len(todo)), thread_name_prefix="mlops-s3") as pool:
+            futures = [pool.submit(self._put_one, *item) for item in todo]
+            try:
+                for done, future in enumerate(as_completed(futures), 1):
+                    future.result()  # the first failure ends the batch
+                    if progress is not None:
+                        progress(done, len(todo))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def _put_one(self, digest: str, found: tuple[Path, int]) -> None:
+        path, size = found
         if self.has(digest):
-            return digest, size
+            return
 
         def upload() -> None:
             self._client.upload_file(
@@ -93,7 +147,6 @@ class S3ArtifactStore:
                 raise OSError(f"upload of {path} to {self.url} arrived with other metadata")
 
         with_retries(f"uploading {path} to {self.url}", upload, self._transient, self.retry)
-        return digest, size
 
     def _delete(self, digest: str) -> None:
         with contextlib.suppress(Exception):
