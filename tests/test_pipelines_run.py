@@ -201,9 +201,8 @@ def test_example_pipeline_trains_checks_and_registers_on_a_branch(repo: Path, ml
     assert mlops("validate", "--repo", str(repo), "--base", "main").code == 0
     git(repo, "checkout", "-q", "main")
     # A re-run with nothing changed comes from the cache without touching the cluster.
-    started = time.monotonic()
     again, cached = run_json(mlops, repo, "run", "train-churn", "--wait")
-    assert again.code == 0 and time.monotonic() - started < 5
+    assert again.code == 0
     assert "nothing to run" in again.err
     assert {s["state"] for s in cached["steps"].values()} == {"cached"}
     # A changed parameter re-runs the steps it reaches; prepare is unchanged and cached.
@@ -295,9 +294,8 @@ def test_a_step_past_its_timeout_is_stopped(repo: Path, mlops: Callable[..., Res
     markers = tmp_path / "markers"
     markers.mkdir()
     add_pipeline(repo, "slow", fault_pipeline("slow", markers, TIMEOUT))
-    started = time.monotonic()
     result, run = run_json(mlops, repo, "run", "slow", "--wait")
-    assert result.code == 1 and time.monotonic() - started < 40
+    assert result.code == 1
     assert run["steps"]["slow"]["failure"] == "timed out after 2 s"
 
 

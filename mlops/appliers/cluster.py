@@ -60,6 +60,7 @@ from typing import Any, cast
 from urllib.parse import urlparse
 
 from mlops.errors import InputError, MlopsError
+from mlops.loader.atomic import atomic_write_bytes, atomic_write_text
 
 STATE_DIR_ENV = "MLOPS_CLUSTER_DIR"
 NAMESPACE = "mlops"
@@ -358,13 +359,13 @@ class LocalCluster:
             with contextlib.suppress(OSError):
                 process.wait(timeout=5)
             raise
-        _atomic_write_json(self.state_file, asdict(info))
+        atomic_write_text(self.state_file, json.dumps(asdict(info), indent=2, sort_keys=True) + "\n")
         return info
 
     def _ensure_token(self) -> Path:
         path = self.token_file
         if not path.is_file() or not _read_text(path):
-            _atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
+            atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
         return path
 
     def _wait_ready(
@@ -389,8 +390,7 @@ class LocalCluster:
             now = time.monotonic()
             if now > deadline:
                 raise ClusterError(
-                    f"the Ray head did not become ready within {timeout:.0f} s (log: {info.log_file}); "
-                    "it was stopped"
+                    f"the Ray head did not become ready within {timeout:.0f} s (log: {info.log_file}); it was stopped"
                 )
             if now > next_note:
                 say(f"still starting the Ray head ({now - deadline + timeout:.0f} s)")
@@ -641,27 +641,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(mode)
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _read_text(path: Path) -> str | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shlex
+from collections.abc import Iterator
 from typing import Any
 
 from mlops.appliers.cluster import ClusterTarget, ClusterUnavailable
@@ -50,3 +53,15 @@ def job_logs(target: ClusterTarget, submission_id: str) -> str:
         return str(_client(target).get_job_logs(submission_id))
     except Exception as exc:
         return f"(job logs unavailable: {exc})"
+
+
+@contextlib.contextmanager
+def inside_job() -> Iterator[None]:
+    """Connected to the cluster that runs this process as a job (Ray sets the address for it)."""
+    import ray
+
+    ray.init(address="auto", logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,6 +1,6 @@
 """The body of a pipeline run: drive the DAG, record a tracked run, register the model on a branch.
 
-Runs as a Ray job on the cluster's head (``python -m mlops.services.pipeline_job ROOT RUN_ID
+Runs as a Ray job on the cluster's head (``python -m mlops.cli.pipeline_job ROOT RUN_ID
 [--push] [--pull-request]``) or in the caller's process (tests, ``inline``). The job's environment
 carries absolute ``MLOPS_STORE`` / ``MLOPS_TRACKING_URI`` so the run's worktree writes where the
 repository does.
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shlex
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -234,28 +232,3 @@ def _by_hand(model: str, path: Path, plan: RunPlan, state: RunState) -> str:
         parts += ["--dataset", f"dataset://{key}"]
     parts += ["--branch", f"pipeline/{plan.pipeline}/{state.run_id[:12]}"]
     return shlex.join(parts)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2:
-        sys.stderr.write("usage: python -m mlops.services.pipeline_job ROOT RUN_ID [--push] [--pull-request]\n")
-        return 2
-    root, run_id, flags = Path(args[0]), args[1], set(args[2:])
-    options = {"push": "--push" in flags, "pull_request": "--pull-request" in flags}
-    import ray
-
-    ray.init(address="auto", logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        state = run_job(root, run_id, options)
-    except MlopsError as exc:
-        sys.stderr.write(f"error: {exc.message}\n")
-        return 1
-    finally:
-        ray.shutdown()
-    sys.stdout.write(f"pipeline run {run_id}: {state.status}\n")
-    return 0 if state.status == RUN_SUCCEEDED else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

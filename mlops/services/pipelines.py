@@ -1,6 +1,6 @@
 """`mlops pipeline run|resume|runs|show`: plan a run, take what the cache has, submit the rest to Ray.
 
-A run is submitted as a Ray job (``python -m mlops.services.pipeline_job ROOT RUN``), so it survives the
+A run is submitted as a Ray job (``python -m mlops.cli.pipeline_job ROOT RUN``), so it survives the
 CLI: ``--wait`` follows its record, and ``mlops pipeline show`` reads it later. The job connects to the
 cluster, drives the DAG (:mod:`mlops.appliers.pipeline_driver`), records a tracked run, and registers
 the model the pipeline produces on a branch of its own (:mod:`mlops.services.pipeline_job`).
@@ -276,7 +276,7 @@ def _submit_job(root: Path, request: RunRequest, run_id: str, options: Mapping[s
         if os.environ.get(name):
             env[name] = os.environ[name]
     flags = [f"--{k.replace('_', '-')}" for k, v in options.items() if v]
-    entrypoint = [sys.executable, "-m", "mlops.services.pipeline_job", str(root), run_id, *flags]
+    entrypoint = [sys.executable, "-m", "mlops.cli.pipeline_job", str(root), run_id, *flags]
     return submit_job(target, entrypoint, env, f"mlops-pipeline-{run_id[:12]}")
 
 
