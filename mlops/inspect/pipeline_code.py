@@ -41,25 +41,39 @@ def module_file(folder: Path, module: str) -> Path | None:
     return None
 
 
-def static_problem(folder: Path, target: str) -> str | None:
-    """Why ``module:function`` cannot be called, judged from the source alone (None: it looks callable)."""
+def static_problem(folder: Path, target: str, parsed: dict[Path, set[str] | str] | None = None) -> str | None:
+    """Why ``module:function`` cannot be called, judged from the source alone (None: it looks callable).
+
+    ``parsed`` carries each module's top-level names (or why it cannot be read) between the calls for one
+    pipeline: a pipeline's steps usually share one module, which need not be parsed once per step.
+    """
     module, _, name = target.partition(":")
     path = module_file(folder, module)
     if path is None:
         if _installed(module):
             return None  # an installed package's function: the import check can tell
         return f"{target}: no module {module} in {folder.name}/ (expected {module.replace('.', '/')}.py)"
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except SyntaxError as exc:
-        return f"{target}: {path.name}:{exc.lineno}: syntax error: {exc.msg}"
-    except OSError as exc:
-        return f"{target}: cannot read {path.name}: {exc.strerror}"
-    defined = _top_level_names(tree.body)
+    parsed = {} if parsed is None else parsed
+    if path not in parsed:
+        parsed[path] = _module_names(path)
+    defined = parsed[path]
+    if isinstance(defined, str):
+        return f"{target}: {defined}"
     if name not in defined:
         functions = sorted(n for n in defined if not n.startswith("_"))
         return f"{target}: {path.name} defines no {name} (it defines {', '.join(functions) or 'nothing'})"
     return None
+
+
+def _module_names(path: Path) -> set[str] | str:
+    """The names a module defines at top level, or why it cannot be parsed."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        return f"{path.name}:{exc.lineno}: syntax error: {exc.msg}"
+    except OSError as exc:
+        return f"cannot read {path.name}: {exc.strerror}"
+    return _top_level_names(tree.body)
 
 
 def _top_level_names(body: Iterable[ast.stmt]) -> set[str]:

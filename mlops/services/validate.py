@@ -95,8 +95,9 @@ def pipeline_code_problems(root: Path, index: RepoIndex) -> list[Problem]:
         pipeline = entry.manifest
         assert isinstance(pipeline, Pipeline)
         folder = root / "pipelines" / pipeline.name
+        parsed: dict[Path, set[str] | str] = {}
         for i, step in enumerate(pipeline.spec.steps):
-            why = static_problem(folder, step.run) if step.run else None
+            why = static_problem(folder, step.run, parsed) if step.run else None
             if why:
                 problems.append(Problem(entry.path, why, field=("spec", "steps", i, "run"), code="missing-callable"))
     return problems

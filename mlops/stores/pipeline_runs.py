@@ -6,32 +6,52 @@
     runs/<run id>/state.json       where it is (mlops.planner.pipeline_state.RunState), rewritten by the driver
     runs/<run id>/logs/<step>.<attempt>.log
     runs/<run id>/src/             the pipeline's code at the run's commit (a git worktree)
-    cache/<key>.json               a step's outputs by cache key: digests of blobs in the artifact store
+    cache.sqlite                   a step's outputs by cache key: digests of blobs in the artifact store
 
-Every write goes to a temporary file and is renamed into place, so a killed driver leaves the old
-record or the new one. State files are not fsynced: after a power cut a run may look less advanced
-than it was, and ``mlops pipeline resume`` redoes that work; the outputs themselves are durable blobs.
+Every record write goes to a temporary file and is renamed into place, so a killed driver leaves the
+old record or the new one. The step cache is one SQLite table rather than a file per key: a 200-step
+run records 200 entries, and creating 200 files cost the driver more than running the steps (about
+0.4 ms per file creation on the file systems measured); a transaction per turn of the driver's loop
+costs well under a millisecond, and concurrent runs share it safely.
+
+State files are not fsynced: after a power cut a run may look less advanced than it was, and
+``mlops pipeline resume`` redoes that work; the outputs themselves are durable blobs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mlops.errors import InputError, UsageError
+from mlops.errors import InputError, StoreError, UsageError
 from mlops.planner.pipeline_state import OutputRecord, RunState
 
 RUN_ID_CHARS = frozenset("0123456789abcdef")
+CACHE_BUSY_TIMEOUT_S = 30.0  # another run's driver may hold the write lock for a moment
+
+_CACHE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS step_cache (
+    key TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    outputs TEXT NOT NULL
+);
+"""
+
+CacheEntry = tuple[str, str, dict[str, OutputRecord]]  # (cache key, run that produced them, outputs)
 
 
 class PipelineRunStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.runs = folder / "runs"
-        self.cache = folder / "cache"
+        self.cache_db = folder / "cache.sqlite"
+        self._db: sqlite3.Connection | None = None
 
     def run_dir(self, run_id: str) -> Path:
         if not run_id or not set(run_id) <= RUN_ID_CHARS:
@@ -101,18 +121,62 @@ class PipelineRunStore:
 
     def cache_get(self, key: str) -> tuple[str, dict[str, OutputRecord]] | None:
         """(the run that produced them, the outputs) for a cache key, or None."""
+        if self._db is None and not self.cache_db.is_file():
+            return None  # nothing cached yet: do not create the database just to look
         try:
-            data = json.loads(self._cache_path(key).read_text(encoding="utf-8"))
-            return str(data["run_id"]), {k: OutputRecord(**v) for k, v in data["outputs"].items()}
-        except (OSError, ValueError, KeyError, TypeError):
+            row = self._connection().execute("SELECT run_id, outputs FROM step_cache WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None  # an unreadable cache is a miss: the step runs again
+        if row is None:
+            return None
+        try:
+            return str(row[0]), {k: OutputRecord(**v) for k, v in json.loads(row[1]).items()}
+        except (ValueError, TypeError, AttributeError):
             return None
 
     def cache_put(self, key: str, run_id: str, outputs: dict[str, OutputRecord]) -> None:
-        payload = {"run_id": run_id, "outputs": {k: vars(v) for k, v in outputs.items()}}
-        _write_json(self._cache_path(key), payload)
+        self.cache_put_many([(key, run_id, outputs)])
 
-    def _cache_path(self, key: str) -> Path:
-        return self.cache / (key.removeprefix("sha256:") + ".json")
+    def cache_put_many(self, entries: Iterable[CacheEntry]) -> None:
+        """Record several steps' outputs in one transaction."""
+        rows = [
+            (key, run_id, json.dumps({k: vars(v) for k, v in outputs.items()}, separators=(",", ":")))
+            for key, run_id, outputs in entries
+        ]
+        if not rows:
+            return
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO step_cache (key, run_id, outputs) VALUES (?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise StoreError(f"cannot write the step cache {self.cache_db}: {exc}") from None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self.cache_db.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(str(self.cache_db), timeout=CACHE_BUSY_TIMEOUT_S, isolation_level=None)
+                # WAL: readers (another run planning) never wait for the driver; NORMAL: a commit is not
+                # fsynced, so a power cut may forget the last entries, which only means running those steps again.
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_CACHE_SCHEMA)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open the step cache {self.cache_db}: {exc}") from None
+            self._db = db
+        return self._db
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": self.folder, "runs": self.runs, "cache_db": self.cache_db, "_db": None}
 
 
 def _write_json(path: Path, data: Any) -> None:
