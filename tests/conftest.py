@@ -55,11 +55,14 @@ def run_mlops(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True,
+    done = subprocess.run(
+        ["git", *args], cwd=repo, check=False, capture_output=True, text=True,
         env={**os.environ, "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",
              "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@example.com"},
-    ).stdout.strip()
+    )
+    if done.returncode != 0:  # git's own words, so a failure in CI can be understood from its log
+        raise AssertionError(f"git {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
 def make_example_repo(dest: Path, seed_store: bool = True) -> Path:

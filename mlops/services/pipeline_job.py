@@ -62,9 +62,11 @@ def run_job(root: Path, run_id: str, options: Mapping[str, bool]) -> RunState:
         state.registration = _register(root, folder, plan, state, store, options)
     state.status = driver.outcome
     _end_tracking(root, tracked, plan, state, store)
-    runs.write_state(state)
+    # Before the final state: whoever follows the run may check out its branch as soon as it reads
+    # "succeeded", and git refuses a branch that a worktree still has checked out.
     with contextlib.suppress(MlopsError, OSError):
         remove_worktree(root, folder / "src")
+    runs.write_state(state)
     return state
 
 
