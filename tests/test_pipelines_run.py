@@ -63,6 +63,26 @@ def slow(markers):
     time.sleep(60)
     return {"ok": 1.0}
 
+def after_flaky(table, markers):
+    _count(markers, "after_flaky")
+    return {"rows": float(len(table))}
+
+def after_killed(m, markers):
+    _count(markers, "after_killed")
+    return {"ok": m["ok"]}
+
+def after_slow(m, markers):
+    _count(markers, "after_slow")
+    return m
+
+def same(markers, salt):
+    _count(markers, "same")
+    return pd.DataFrame({"x": range(5)})
+
+def after_same(table, markers):
+    _count(markers, "after_same")
+    return {"rows": float(len(table))}
+
 def text_model(context):
     path = Path(context.scratch) / "model.txt"
     path.write_text("not a model")
@@ -91,6 +111,10 @@ RETRIED = """    - name: source
       inputs: {table: steps.source.outputs.table, markers: params.markers}
       outputs: {table: {type: table, checks: {rows: {min: 10}}}}
       retries: {max: 2, backoff: 1s}
+    - name: after-flaky
+      run: steps:after_flaky
+      inputs: {table: steps.flaky.outputs.table, markers: params.markers}
+      outputs: {m: {type: metrics}}
 """
 
 ALWAYS_FAILS = """    - name: source
@@ -124,6 +148,10 @@ KILLED = """    - name: killed
       inputs: {markers: params.markers}
       outputs: {m: {type: metrics}}
       retries: {max: 1, backoff: 1s}
+    - name: after-killed
+      run: steps:after_killed
+      inputs: {m: steps.killed.outputs.m, markers: params.markers}
+      outputs: {m: {type: metrics}}
 """
 
 TIMEOUT = """    - name: slow
@@ -131,6 +159,10 @@ TIMEOUT = """    - name: slow
       inputs: {markers: params.markers}
       outputs: {m: {type: metrics}}
       timeout: 2s
+    - name: after-slow
+      run: steps:after_slow
+      inputs: {m: steps.slow.outputs.m, markers: params.markers}
+      outputs: {m: {type: metrics}}
 """
 
 BAD_MODEL = """    - name: model
@@ -229,6 +261,10 @@ def test_a_step_that_fails_twice_is_retried_and_succeeds(
     assert flaky["state"] == "succeeded" and len(flaky["attempts"]) == 3
     assert [a["error"] for a in flaky["attempts"]][:2] == ["RuntimeError: flaky failure"] * 2
     assert counter(markers, "flaky") == 3 and counter(markers, "source") == 1
+    # after_flaky waited in Ray behind each attempt of flaky; the failed ones did not count as its attempts
+    after = run["steps"]["after-flaky"]
+    assert after["state"] == "succeeded" and len(after["attempts"]) == 1 and counter(markers, "after_flaky") == 1
+    assert after["outputs"]["m"]["summary"]["metrics"] == {"rows": 20.0}
     log = mlops("pipeline", "show", run["run_id"][:10], "--log", "flaky", "--repo", str(repo))
     assert "step flaky attempt 3" in log.out
 
@@ -288,6 +324,8 @@ def test_a_worker_killed_mid_step_is_retried(repo: Path, mlops: Callable[..., Re
     attempts = run["steps"]["killed"]["attempts"]
     assert len(attempts) == 2 and attempts[0]["error"] and attempts[1]["error"] == ""
     assert counter(markers, "killed") == 2
+    after = run["steps"]["after-killed"]
+    assert after["state"] == "succeeded" and len(after["attempts"]) == 1 and counter(markers, "after_killed") == 1
 
 
 def test_a_step_past_its_timeout_is_stopped(repo: Path, mlops: Callable[..., Result], tmp_path: Path) -> None:
@@ -297,6 +335,41 @@ def test_a_step_past_its_timeout_is_stopped(repo: Path, mlops: Callable[..., Res
     result, run = run_json(mlops, repo, "run", "slow", "--wait")
     assert result.code == 1
     assert run["steps"]["slow"]["failure"] == "timed out after 2 s"
+    # its dependent was waiting behind the cancelled task: skipped, never an attempt of its own
+    assert run["steps"]["after-slow"]["state"] == "skipped" and run["steps"]["after-slow"]["attempts"] == []
+    assert counter(markers, "after_slow") == 0
+
+
+def test_a_step_behind_a_rerun_whose_output_did_not_change_comes_from_the_cache(
+    repo: Path, mlops: Callable[..., Result], tmp_path: Path
+) -> None:
+    # after_same is submitted before same finishes, so its cache key (which needs same's output digest)
+    # is computed and looked up by its worker: the same output must still mean a cache hit.
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    text = fault_pipeline(
+        "same",
+        markers,
+        """    - name: same
+      run: steps:same
+      inputs: {markers: params.markers, salt: params.salt}
+      outputs: {table: {type: table}}
+    - name: after-same
+      run: steps:after_same
+      inputs: {table: steps.same.outputs.table, markers: params.markers}
+      outputs: {m: {type: metrics}}
+""",
+    ).replace("  params:\n", "  params:\n    salt: 1\n")
+    add_pipeline(repo, "same", text)
+    first, run1 = run_json(mlops, repo, "run", "same", "--wait")
+    assert first.code == 0, first.err + first.out
+    second, run2 = run_json(mlops, repo, "run", "same", "--param", "salt=2", "--wait")
+    assert second.code == 0, second.err + second.out
+    assert run2["steps"]["same"]["state"] == "succeeded" and counter(markers, "same") == 2
+    after = run2["steps"]["after-same"]
+    assert after["state"] == "cached" and after["cached_from"] == run1["run_id"], after
+    assert after["attempts"] == [] and counter(markers, "after_same") == 1
+    assert after["outputs"] == run1["steps"]["after-same"]["outputs"]
 
 
 def test_registration_failure_keeps_the_artifact_and_says_how_to_register_it(

@@ -32,6 +32,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Iterator, Mapping
@@ -40,14 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from mlops.analysis.output_checks import check_output
-from mlops.planner.pipeline_run import DatasetInput, StepInput, StepPlan
+from mlops.planner.pipeline_run import DatasetInput, StepInput, StepPlan, step_cache_key
 from mlops.planner.pipeline_state import OutputRecord
 from mlops.stores.artifacts import ArtifactStore
 from mlops.stores.factory import open_artifact_store
+from mlops.stores.pipeline_runs import PipelineRunStore
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 _loaded_src: str | None = None
 _stores: dict[tuple[str, str], ArtifactStore] = {}  # per worker process: (store spec, repository root) -> store
+_run_stores: dict[str, PipelineRunStore] = {}  # per worker process: the step cache of each runs folder
 _takes_context: dict[str, bool] = {}  # per loaded code folder: module:function -> has a ``context`` parameter
 _folders: set[str] = set()  # folders this process made (or found), so each costs one mkdir per process
 
@@ -61,10 +64,29 @@ class StepContext:
     params: Mapping[str, Any]
 
 
-def execute(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one attempt; never raises for a failure of the step's own code (the result says it)."""
+def execute(payload: Mapping[str, Any], *needed: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one attempt; never raises for a failure of the step's own code (the result says it).
+
+    ``needed`` are the results of steps the driver submitted this one behind before they finished (Ray
+    passes them once they are done; ``payload["awaited"]`` names them in order). When one of them did not
+    succeed this attempt never starts: the result is ``{"ok": False, "blocked": step}`` and the driver
+    does not count it. Otherwise their outputs join the known ones, and the step's cache is looked up
+    here, since the driver could not compute the key before those outputs existed.
+    """
     raw = payload["step"]
     step = raw if isinstance(raw, StepPlan) else StepPlan.from_json_step(raw)
+    started = time.time()
+    if needed:
+        upstream = dict(payload["upstream"])
+        for name, result in zip(payload["awaited"], needed, strict=True):
+            if not result.get("ok"):
+                return {"ok": False, "blocked": name}
+            for output, record in result.get("outputs", {}).items():
+                upstream[f"{name}/{output}"] = record
+        payload = {**payload, "upstream": upstream}
+        hit = _cached(payload, step)
+        if hit is not None:
+            return hit
     log_path = Path(payload["log"])
     try:
         log = log_path.open("a", encoding="utf-8")
@@ -73,7 +95,7 @@ def execute(payload: Mapping[str, Any]) -> dict[str, Any]:
         log = log_path.open("a", encoding="utf-8")
     with log, _captured(log):
         try:
-            return _execute(payload, step)
+            return {**_execute(payload, step), "started_at": started, "cache_key": payload.get("cache_key")}
         except _StepFailed as failed:
             _say(failed.message)
             return {"ok": False, "error": failed.message, "retry": failed.retry, "node": socket.gethostname()}
@@ -81,6 +103,39 @@ def execute(payload: Mapping[str, Any]) -> dict[str, Any]:
             traceback.print_exc()
             summary = f"{type(exc).__name__}: {exc}".splitlines()[0]
             return {"ok": False, "error": summary, "retry": True, "node": socket.gethostname()}
+
+
+def _cached(payload: dict[str, Any], step: StepPlan) -> dict[str, Any] | None:
+    """The step's outputs from the cache as a result, a request to the driver to look, or None (run it).
+
+    ``payload["cache_key"]`` is set either way. The cache is the driver's SQLite file, read here only on
+    the driver's node; on another node the path means nothing, so the step hands back to the driver
+    (``{"ok": False, "recheck": True}``), which looks the key up and submits the step again on a miss.
+    """
+    spec = payload["cache"]
+    upstream = {_pair(k): str(v["digest"]) for k, v in payload["upstream"].items()}
+    key = step_cache_key(spec["pipeline"], spec["code"], step, upstream)
+    payload["cache_key"] = key
+    if key is None or not step.cache:
+        return None
+    if spec["node"] != _node_id():
+        return {"ok": False, "recheck": True, "cache_key": key}
+    runs = _run_stores.get(spec["folder"])
+    if runs is None:
+        runs = _run_stores[spec["folder"]] = PipelineRunStore(Path(spec["folder"]))
+    hit = runs.cache_get(key)
+    if hit is None or set(hit[1]) != set(step.outputs):
+        return None
+    store = _open_store(str(payload["store"]), str(payload["root"]))
+    if store.missing([o.digest for o in hit[1].values()]):
+        return None
+    return {"ok": True, "cached_from": hit[0], "cache_key": key, "outputs": {k: vars(v) for k, v in hit[1].items()}}
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _say(line: str) -> None:
