@@ -84,7 +84,10 @@ class TextEnum(StrEnum):
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    # defer_build: a model's validator is built when it first validates, not at import. A warm
+    # `mlops validate` takes unchanged manifests from the cache and validates only a few kinds, so
+    # building all 75 models at import was a fifth of its time.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True, defer_build=True)
 
 
 class Metadata(StrictModel):
