@@ -143,6 +143,7 @@ class Driver:
         self._cache_writes: list[tuple[str, dict[str, OutputRecord]]] = []
         self._advanced: list[str] = []  # steps submitted or settled since dependents were last looked at
         self._node = ""
+        self._folder = str(runs.run_dir(state.run_id))  # paths per step as strings: Path objects cost the loop
         self.outcome = RUN_FAILED
 
     # ------------------------------------------------------------------ the loop
@@ -284,19 +285,19 @@ class Driver:
     def _submit(self, remote: Any, step: StepPlan, record: StepState) -> None:
         """Submit an attempt; with needs still in flight it waits for them in Ray, not here."""
         number = len(record.attempts) + 1
-        log = self.runs.log_path(self.state.run_id, step.name, number)
-        attempt = Attempt(number=number, started_at=time.time(), log=str(log.relative_to(log.parents[1])))
+        log = f"logs/{step.name}.{number}.log"  # the layout of PipelineRunStore.log_path, relative to the run
+        attempt = Attempt(number=number, started_at=time.time(), log=log)
         awaited = {n: self._running[n].ref for n in step.needs if self.state.steps[n].state not in DONE_STATES}
         payload = {
             "run_id": self.state.run_id,
             "step": step,  # pickled as it is (a frozen dataclass): cheaper than to_json() here and back there
             "attempt": number,
-            "log": str(log),
+            "log": f"{self._folder}/{log}",
             "root": self.settings.root,
             "store": self.settings.store,
             "src": self.settings.src,
             "blob_cache": self.settings.blob_cache,
-            "scratch": str(self.runs.run_dir(self.state.run_id) / "scratch" / step.name),
+            "scratch": f"{self._folder}/scratch/{step.name}",
             "params": self.plan.params,
             "upstream": {
                 f"{i.upstream[0]}/{i.upstream[1]}": vars(self.state.steps[i.upstream[0]].outputs[i.upstream[1]])
