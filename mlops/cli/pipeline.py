@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mlops.cli.options import repo_option
+from mlops.cli.progress import bar
 from mlops.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -147,10 +148,7 @@ def _progress_printer() -> Callable[[RunState], None]:
                     _say(step_line(step))
         if tty:
             done = sum(1 for s in state.steps.values() if s.state in ("succeeded", "cached", "failed", "skipped"))
-            total = len(state.steps) or 1
-            width = 30
-            filled = width * done // total
-            click.echo(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps", err=True, nl=False)
+            click.echo(f"\r{bar(done, len(state.steps))} {done}/{len(state.steps)} steps", err=True, nl=False)
             if state.status in ("succeeded", "failed"):
                 click.echo("", err=True)
 

@@ -7,6 +7,14 @@ from collections.abc import Callable
 
 import click
 
+BAR_WIDTH = 30
+
+
+def bar(done: int, total: int) -> str:
+    """``[#####.....]`` for ``done`` out of ``total``."""
+    filled = BAR_WIDTH * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}]"
+
 
 def progress_printer(label: str, minimum: int = 1000) -> Callable[[int, int], None]:
     """A callback ``(done, total)``; silent for small jobs, where progress would only be noise."""
@@ -17,11 +25,8 @@ def progress_printer(label: str, minimum: int = 1000) -> Callable[[int, int], No
         if total < minimum:
             return
         if tty:
-            width = 30
-            filled = width * done // total
-            end = "\n" if done == total else ""
-            click.echo(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", err=True, nl=False)
-            if end:
+            click.echo(f"\r{label} {bar(done, total)} {done}/{total}", err=True, nl=False)
+            if done == total:
                 click.echo("", err=True)
             return
         quarter = 4 * done // total
