@@ -10,6 +10,9 @@ import pytest
 from conftest import git
 from test_serve_support import ENV_FILE, RayCluster, fresh_serve_fixture, post, ray_cluster_fixture  # noqa: F401
 
+from mlops.appliers.cluster import connected
+from mlops.appliers.state import StateClient
+
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
@@ -119,3 +122,41 @@ def test_drift_is_healed_and_removed_deployments_need_prune(example_repo: Path, 
     assert not any(name.startswith("development.ltv") for name in fresh_serve.apps())
     assert post(fresh_serve.url("/ltv"), [[59.9, 12, 1, 34]])[0] == 404
     assert post(fresh_serve.url("/churn"), [[59.9, 12, 1, 34]])[0] == 200
+
+
+def test_published_weights_switch_the_router_at_once_and_reconcile_realigns_them(
+    example_repo: Path, fresh_serve: RayCluster, mlops
+) -> None:
+    repo = str(example_repo)
+    assert mlops("reconcile", "--env", "development", "--repo", repo).code == 0
+    recorded = fresh_serve.apps()
+    # A route only the weights published in the state actor name (churn@3's application, labelled version 99):
+    # the router answers with it without any Serve deploy, so it came from the state actor.
+    odd = {"model": "churn", "routes": [{"app": "development.churn.v3", "version": 99, "weight": 100}], "shadow": False}
+    with connected(fresh_serve.target):
+        state = StateClient("development", create=False)
+        deadline = time.time() + 60
+        seen = None
+        while seen != "churn@99" and time.time() < deadline:
+            state.call("publish_routes", {"development.churn": odd})  # again: the replica may not be watching yet
+            status, headers, _ = post(fresh_serve.url("/churn"), [[59.9, 12, 1, 34]])
+            seen = headers.get("x-model-version") if status == 200 else None
+    assert seen == "churn@99", "the router did not follow the published weights"
+    config = fresh_serve.api().applications()["development.churn"].config
+    assert config["deployments"][0]["user_config"]["routes"][0]["version"] == 3, "Serve was not asked for this"
+    assert fresh_serve.apps() == recorded
+    assert all(
+        post(fresh_serve.url("/churn"), [[59.9, 12, 1, 34]])[1]["x-model-version"] == "churn@99" for _ in range(10)
+    )
+
+    # As if a reconcile published weights and died before sending Serve the config: the next one, which has
+    # nothing to change in Serve, puts the router back on the weights Serve records.
+    healed = mlops("reconcile", "--env", "development", "--repo", repo)
+    assert healed.code == 0, healed.out + healed.err
+    assert "no changes" in healed.out
+    assert "development.churn: router weights realigned with Serve's config" in healed.err
+    assert all(
+        post(fresh_serve.url("/churn"), [[59.9, 12, 1, 34]])[1]["x-model-version"] == "churn@3" for _ in range(10)
+    )
+    again = mlops("reconcile", "--env", "development", "--repo", repo)
+    assert again.code == 0 and "realigned" not in again.err, again.out + again.err

@@ -12,6 +12,7 @@ from typing import Any
 
 from mlops.appliers.router import Router, agree
 from mlops.appliers.server import ModelServer
+from mlops.appliers.state import EnvironmentState
 from mlops.stores.predictions import BackgroundWriter, PredictionRecord, SQLitePredictionLog, open_prediction_log
 
 CHURN_3 = "sha256:d7dabec5b366ac9015289256d35d3284e79205ef4a6fd722277cf98220f56e37"
@@ -135,6 +136,30 @@ def test_router_draws_versions_by_weight_and_counts_for_the_gates() -> None:
     router.reconfigure({"model": "churn", "routes": []})
     status, body, _ = asyncio.run(router.handle(b"{}"))
     assert status == 503 and b"no version receives traffic" in body
+
+
+def test_published_weights_wake_the_routers_waiting_for_them() -> None:
+    state = EnvironmentState("development")
+    first = {"model": "churn", "routes": [{"app": "development.churn.v4", "version": 4, "weight": 100}]}
+    back = {"model": "churn", "routes": [{"app": "development.churn.v3", "version": 3, "weight": 100}]}
+
+    async def scenario() -> list[dict[str, Any]]:
+        subscribed = await state.watch_routes("development.churn", None, 5)
+        assert subscribed == {"serial": 0, "config": None}  # a new replica starts from Serve's config
+        serial = state.publish_routes({"development.churn": first})
+        assert await state.watch_routes("development.churn", None, 5) == {"serial": serial, "config": None}
+        waiting = asyncio.ensure_future(state.watch_routes("development.churn", serial, 30))
+        other = asyncio.ensure_future(state.watch_routes("development.ltv", 0, 0.2))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        state.publish_routes({"development.churn": back})
+        return [await waiting, await other, await state.watch_routes("development.churn", serial + 1, 0.1)]
+
+    woken, untouched, timed_out = asyncio.run(scenario())
+    assert woken == {"serial": 2, "config": back}
+    assert untouched == {"serial": 0, "config": None}  # another router's weights did not change
+    assert timed_out == {"serial": 2, "config": None}
+    assert state.snapshot()["routes"] == {"development.churn": {"serial": 2, "config": back}}
 
 
 def test_agreement_compares_labels_exactly_and_values_closely() -> None:

@@ -1,9 +1,13 @@
 """The router: the HTTP entry of one environment deployment, in front of its model versions.
 
 Its application's ``args`` never change (environment and deployment names); the traffic weights live in
-its ``user_config``, which Serve applies through :meth:`Router.reconfigure` without restarting anything
-(about half a second). Each request goes to one version drawn by weight, gets a prediction id, and comes
-back with ``X-Model-Version`` (``NAME@N``), ``X-Prediction-Id`` and ``X-Environment`` headers.
+its ``user_config``, which Serve applies through :meth:`Router.reconfigure` without restarting anything.
+That takes a whole declarative config through Serve's controller (well over a second with dozens of
+applications), so the reconciler first publishes the same weights in the environment's state actor, where
+each replica has a request waiting (:class:`mlops.appliers.state.RoutesFollower`): a switch or a rollback
+reaches every replica within milliseconds, and Serve's reconfigure that follows changes nothing. Each
+request goes to one version drawn by weight, gets a prediction id, and comes back with ``X-Model-Version``
+(``NAME@N``), ``X-Prediction-Id`` and ``X-Environment`` headers.
 
 A request normally costs one hop more than a bare deployment (router, then the version's server). To
 avoid it, the router builds an in-process copy of each version's model server (same arguments, asked
@@ -31,6 +35,7 @@ import bisect
 import contextlib
 import json
 import random
+import threading
 import time
 import uuid
 from collections import deque
@@ -38,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops.appliers.server import DEPLOYMENT_NAME as SERVER_DEPLOYMENT
+from mlops.appliers.state import RoutesFollower
+from mlops.planner.desired import router_app_name
 
 DEPLOYMENT_NAME = "Router"
 LATENCY_SAMPLES = 20_000
@@ -47,11 +54,22 @@ AGREEMENT_TOLERANCE = 1e-6
 LOCAL_COPY_DELAY_S = 10.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Route:
     app: str
     version: int
     weight: int
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Everything a request reads about the weights, replaced as one object: the replica's event loop reads it
+    while the thread following published weights may replace it."""
+
+    model: str
+    routes: tuple[Route, ...] = ()
+    cumulative: tuple[int, ...] = ()
+    shadow: bool = False
 
 
 @dataclass
@@ -103,10 +121,8 @@ class Router:
     def __init__(self, args: dict[str, Any]) -> None:
         self.environment = str(args.get("environment", ""))
         self.deployment = str(args.get("deployment", ""))
-        self.model = str(args.get("model", self.deployment))
-        self.routes: list[Route] = []
-        self.shadow = False
-        self._cumulative: list[int] = []
+        self._table = _Table(str(args.get("model", self.deployment)))
+        self._reconfiguring = threading.Lock()
         self._handles: dict[str, Any] = {}
         self._stats: dict[int, VersionStats] = {}
         self._since = time.time()
@@ -115,32 +131,52 @@ class Router:
         self._local: dict[str, Any] = {}  # app -> in-process ModelServer, healthy
         self._loading: set[str] = set()
         self._configured_at = time.monotonic()
+        self._follower: RoutesFollower | None = None
+        if self.environment and self.deployment and _in_ray_actor():
+            self._follower = RoutesFollower(
+                self.environment, router_app_name(self.environment, self.deployment), self.reconfigure
+            )
+            self._follower.start()
+
+    @property
+    def model(self) -> str:
+        return self._table.model
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self._table.routes
+
+    @property
+    def shadow(self) -> bool:
+        return self._table.shadow
 
     # ------------------------------------------------------------------ configuration
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        self._configured_at = time.monotonic()
-        routes = [Route(str(r["app"]), int(r["version"]), int(r["weight"])) for r in config.get("routes", [])]
-        self.model = str(config.get("model", self.model))
-        self.shadow = bool(config.get("shadow", False))
-        self.routes = routes
+        """Serve's user_config, or the same weights published by the reconciler (the follower's thread)."""
+        routes = tuple(Route(str(r["app"]), int(r["version"]), int(r["weight"])) for r in config.get("routes", []))
         total = 0
         cumulative = []
         for route in routes:
             total += max(0, route.weight)
             cumulative.append(total)
-        self._cumulative = cumulative
-        for route in routes:
-            self._stats.setdefault(route.version, VersionStats())
-        wanted = {r.app for r in routes if r.weight > 0}
-        for app in [a for a in self._local if a not in wanted]:
-            self._local.pop(app, None)
+        with self._reconfiguring:
+            self._table = _Table(
+                str(config.get("model", self.model)), routes, tuple(cumulative), bool(config.get("shadow", False))
+            )
+            self._configured_at = time.monotonic()
+            for route in routes:
+                self._stats.setdefault(route.version, VersionStats())
+            wanted = {r.app for r in routes if r.weight > 0}
+            for app in [a for a in list(self._local) if a not in wanted]:
+                self._local.pop(app, None)
 
     def _choose(self) -> Route | None:
-        if not self.routes or not self._cumulative or self._cumulative[-1] <= 0:
+        table = self._table
+        if not table.routes or not table.cumulative or table.cumulative[-1] <= 0:
             return None
-        point = self._random.random() * self._cumulative[-1]
-        return self.routes[bisect.bisect_right(self._cumulative, point)]
+        point = self._random.random() * table.cumulative[-1]
+        return table.routes[bisect.bisect_right(table.cumulative, point)]
 
     def _handle(self, app: str) -> Any:
         handle = self._handles.get(app)
@@ -267,6 +303,16 @@ class Router:
             self._stats = {r.version: VersionStats() for r in self.routes}
             self._since = time.time()
         return out
+
+
+def _in_ray_actor() -> bool:
+    """Whether this process is a Ray actor (a Serve replica), not a test or a driver building a Router."""
+    try:
+        import ray
+
+        return bool(ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None)
+    except Exception:
+        return False
 
 
 def _build_local_server(args: dict[str, Any]) -> Any:

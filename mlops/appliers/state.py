@@ -1,21 +1,39 @@
 """What the cluster remembers about each environment, in a detached named actor (``mlops-env-<env>`` in the
 ``mlops`` namespace): the reconcile lock (holder, commit, time), the last applied commit, the last good
-configuration, the rollout in progress (with pause / resume / abort requests) and the applications kept
-for a grace period.
+configuration, the rollout in progress (with pause / resume / abort requests), the applications kept
+for a grace period, and the routers' traffic weights as the reconciler last published them.
 
-The actor lives as long as the cluster (detached); an actor serializes its calls, so acquiring the lock is
-atomic. If the cluster restarts, the record starts empty: the next reconcile applies HEAD and records it.
+The actor lives as long as the cluster (detached). It is an asyncio actor only so that routers can wait
+for new weights (:meth:`EnvironmentState.watch_routes`) without holding it up; every other method is
+synchronous, and Ray runs those on the actor's one event-loop thread, one at a time, so acquiring the lock
+is still atomic. If the cluster restarts, the record starts empty: the next reconcile applies HEAD and
+records it.
+
+Router weights: Serve delivers a router's ``user_config`` only after a whole declarative config went
+through its controller (one to two seconds with 40 applications on two cores). The reconciler
+therefore publishes the new weights here first; each router replica has a request waiting in
+:meth:`~EnvironmentState.watch_routes` and applies them within milliseconds. The Serve config that
+follows carries the same weights and stays the record of what runs (a replica that starts later reads
+it from Serve).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mlops.errors import MlopsError
 
 ACTOR_PREFIX = "mlops-env-"
 MAX_EVENTS = 200
+# A router's request for new weights returns empty after this long, and is sent again.
+WATCH_TIMEOUT_S = 30.0
+# How long a router waits before looking for its environment's state actor again (none yet, or it died).
+WATCH_RETRY_S = 5.0
 
 
 class EnvironmentState:
@@ -29,6 +47,9 @@ class EnvironmentState:
         self.rollout: dict[str, Any] | None = None
         self.retained: dict[str, float] = {}
         self.events: list[dict[str, Any]] = []
+        self.routes: dict[str, dict[str, Any]] = {}  # router app -> {"serial": n, "config": user_config}
+        self._serial = 0
+        self._published = asyncio.Event()
 
     # ------------------------------------------------------------------ the lock
 
@@ -67,6 +88,7 @@ class EnvironmentState:
             "rollout": self.rollout,
             "retained": dict(self.retained),
             "events": self.events[-20:],
+            "routes": {app: dict(entry) for app, entry in self.routes.items()},
             "now": now,
         }
 
@@ -100,6 +122,35 @@ class EnvironmentState:
     def event(self, kind: str, message: str) -> None:
         self._event(kind, message)
 
+    # ------------------------------------------------------------------ router weights
+
+    def publish_routes(self, configs: dict[str, dict[str, Any]]) -> int:
+        """New ``user_config`` of the routers named (router app -> config); returns its serial."""
+        self._serial += 1
+        for app, config in configs.items():
+            self.routes[app] = {"serial": self._serial, "config": config}
+        published, self._published = self._published, asyncio.Event()
+        published.set()
+        return self._serial
+
+    async def watch_routes(self, app: str, after: int | None, timeout: float) -> dict[str, Any]:
+        """The router's weights once they are newer than serial ``after`` ({"serial", "config"}), or
+        ``config`` None when ``timeout`` passes first. ``after`` None subscribes: the current serial at once,
+        without a config (a replica starts from the config Serve gives it, never from an older one here)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = self.routes.get(app)
+            serial = int(entry["serial"]) if entry is not None else 0
+            if after is None:
+                return {"serial": serial, "config": None}
+            if entry is not None and serial > after:
+                return {"serial": serial, "config": entry["config"]}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {"serial": after, "config": None}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._published.wait(), remaining)
+
     def _event(self, kind: str, message: str) -> None:
         self.events.append({"at": time.time(), "kind": kind, "message": message})
         del self.events[:-MAX_EVENTS]
@@ -124,9 +175,9 @@ def state_actor(environment: str, create: bool = True) -> Any:
         if not create:
             return ray.get_actor(name, namespace=NAMESPACE)
         remote_class = ray.remote(num_cpus=0, max_restarts=0)(EnvironmentState)
-        return remote_class.options(
-            name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-        ).remote(environment)
+        return remote_class.options(name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
+            environment
+        )
     except ValueError:
         return None
     except Exception as exc:
@@ -157,7 +208,74 @@ class StateClient:
 
     def snapshot(self) -> dict[str, Any]:
         if self.actor is None:
-            return {"environment": self.environment, "lock": None, "applied": None, "last_good": None,
-                    "rollout": None, "retained": {}, "events": [], "now": time.time()}
+            return {
+                "environment": self.environment,
+                "lock": None,
+                "applied": None,
+                "last_good": None,
+                "rollout": None,
+                "retained": {},
+                "events": [],
+                "routes": {},
+                "now": time.time(),
+            }
         result: dict[str, Any] = self.call("snapshot")
         return result
+
+
+class RoutesFollower:
+    """A router replica's side of :meth:`EnvironmentState.publish_routes`: a daemon thread that keeps one
+    request waiting in :meth:`EnvironmentState.watch_routes` and hands each newer config to ``apply``.
+
+    Best effort by design: while the state actor is missing (not created yet, killed, a cluster restart) or is
+    an older one without ``watch_routes``, the router simply follows Serve's reconfigure alone.
+    """
+
+    def __init__(
+        self,
+        environment: str,
+        app: str,
+        apply: Callable[[dict[str, Any]], None],
+        timeout: float = WATCH_TIMEOUT_S,
+        retry: float = WATCH_RETRY_S,
+    ) -> None:
+        self.environment = environment
+        self.app = app
+        self.apply = apply
+        self.timeout = timeout
+        self.retry = retry
+        self.applied = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mlops-routes-{app}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import ray
+
+        from mlops.appliers.cluster import NAMESPACE
+
+        actor: Any = None
+        known: int | None = None
+        while not self._stop.is_set():
+            try:
+                if actor is None:
+                    actor = ray.get_actor(actor_name(self.environment), namespace=NAMESPACE)
+                    known = None
+                answer = ray.get(actor.watch_routes.remote(self.app, known, self.timeout), timeout=self.timeout + 30)
+            except Exception:
+                actor = None
+                self._stop.wait(self.retry)
+                continue
+            config = answer.get("config")
+            if known is not None and config is not None:
+                try:
+                    self.apply(config)
+                    self.applied += 1
+                except Exception:
+                    pass  # a config the router refuses is Serve's to report when it delivers the same one
+            known = int(answer.get("serial") or 0)

@@ -14,7 +14,10 @@
 * **apply** sends whole declarative configs only: first every new version next to the running one (traffic
   unchanged), waiting for RUNNING (the model server's health check includes a canary prediction), then each
   rollout's steps as router weights (user_config, no restart) with analysis gates, then, after the grace
-  period, the config without the old versions.
+  period, the config without the old versions. New weights are first published in the environment's state
+  actor, which the routers watch, so they take effect within milliseconds; the config that carries them
+  follows at once and is waited for as before (Serve's controller needs seconds for a config of dozens of
+  applications).
 * **record**: the applied commit and the config go to the state actor. A failed health check or gate, or
   an abort, routes all traffic back at once and writes a commit that pins the environment back, with the
   reason, so git and the cluster agree.
@@ -465,6 +468,7 @@ def _reconcile_locked(
         for item in schedules.items:
             if item.action is not Action.NOOP:
                 progress(item.summary)
+    _realign_published_weights(head.name, live, record, state, progress)
     serve_changes = plan.has_changes or bool(plan.rollouts)
     plan = with_items(plan, schedules.items)
     if not serve_changes:
@@ -487,6 +491,25 @@ def _reconcile_locked(
     endpoints = {d.name: f"{where.target.serve_url}{d.route_prefix}" for d in desired.deployments}
     return ReconcileResult(plan, "applied", head.commit, where.target.label, 0.0, rollouts=reports,
                            endpoints=endpoints)
+
+
+def _realign_published_weights(
+    environment: str, live: LiveState, record: Mapping[str, Any], state: StateClient, progress: Progress
+) -> None:
+    """Routers follow the weights published in the state actor as well as Serve's config; Serve re-sends a config
+    only when it changes, so weights published by a reconciler that died before its config reached Serve would
+    stay in effect. Publishing Serve's record again puts those routers back on what the cluster shows."""
+    published = record.get("routes") or {}
+    drifted: dict[str, dict[str, Any]] = {}
+    for name, app in live.environment_apps(environment).items():
+        entry = published.get(name)
+        recorded = _router_user_config(app.config)
+        if entry is not None and recorded is not None and canonical(entry.get("config")) != canonical(recorded):
+            drifted[name] = recorded
+    if drifted:
+        state.call("publish_routes", drifted)
+        progress(f"{', '.join(sorted(drifted))}: router weights realigned with Serve's config (a reconcile had "
+                 "published others and stopped before Serve recorded them)")
 
 
 def _check_descendant(head: Head, applied: str | None) -> None:
@@ -618,7 +641,13 @@ class Applier:
         and after a short one (traffic weights), so a line about weights means they are in effect."""
         before = set(self._env_names(self.working))
         after = self._env_names(config)
-        sent = self.api.deploy(config)
+        published = self._publish_weights(config)
+        try:
+            sent = self.api.deploy(config)
+        except BaseException:
+            if published:
+                self._republish_serve_weights(published)
+            raise
         self.working = config
         if wait_for is None:
             self.say(what)
@@ -627,6 +656,41 @@ class Applier:
                       sent_at=sent)
         if wait_for is not None:
             self.say(what)
+
+    def _publish_weights(self, config: Mapping[str, Any]) -> list[str]:
+        """Hand the routers whose only change is their weights the new ones directly (through the state actor
+        they watch), before Serve's controller, which takes seconds with many applications, delivers the same
+        config; returns the routers published. Only versions already sent and waited for may get traffic."""
+        ready = {app["name"] for app in self.working.get("applications", [])}
+        changed: dict[str, dict[str, Any]] = {}
+        for app in config.get("applications", []):
+            parsed = parse_app_name(app["name"])
+            current = find_app(self.working, app["name"])
+            if parsed is None or parsed[0] != self.plan.environment or parsed[2] is not None or current is None:
+                continue
+            weights = _router_user_config(app)
+            if weights is None or canonical(weights) == canonical(_router_user_config(current)):
+                continue
+            if canonical(_without_weights(app)) != canonical(_without_weights(current)):
+                continue  # more than the weights changes: the whole change is Serve's to make, weights included
+            if any(a not in ready for a, _, w in router_routes(app) if w > 0):
+                continue
+            changed[app["name"]] = weights
+        if not changed:
+            return []
+        try:
+            self.state.call("publish_routes", changed)
+        except MlopsError:
+            return []  # an older state actor: Serve's reconfigure alone moves the traffic, as before
+        return sorted(changed)
+
+    def _republish_serve_weights(self, routers: list[str]) -> None:
+        """The config did not reach Serve after its weights were published: the routers go back to what Serve
+        records, so they never serve weights the cluster's config does not show."""
+        with contextlib.suppress(Exception):
+            apps = self.api.applications()
+            recorded = {name: _router_user_config(apps[name].config) for name in routers if name in apps}
+            self.state.call("publish_routes", {name: w for name, w in recorded.items() if w is not None})
 
     def _staged(self) -> dict[str, Any]:
         """The final config, but every switching deployment keeps its router and its running versions."""
@@ -745,6 +809,10 @@ class Applier:
         self.state.call("set_rollout", record)
         self.state.call("event", "switched", f"{rollout.deployment}: {rollout.model}@{rollout.to_version} has all "
                                              f"traffic ({rollout.kind}, {switched:.1f} s)")
+        if rollout.to_app in self.live.retained:
+            # Back on a version kept for an earlier grace period (a rollback): it serves again, so that period
+            # no longer applies, and switching away from it later keeps it for that switch's own grace period.
+            self.state.call("forget", rollout.to_app)
         if rollout.grace_s > 0 and rollout.from_app is not None:
             self.state.call("retain", rollout.from_app, time.time() + rollout.grace_s)
         self.reports.append(RolloutReport(rollout.deployment, rollout.describe, switched, "complete"))
@@ -918,6 +986,24 @@ class Applier:
             self.state.call("forget", rollout.from_app)
         self.state.call("record_applied", self.head.commit, {"applications": self._env_apps(final)},
                         self.holder["id"])
+
+
+def _router_user_config(app: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    for deployment in (app or {}).get("deployments", []):
+        if deployment.get("name") == ROUTER_DEPLOYMENT:
+            user = deployment.get("user_config")
+            return dict(user) if isinstance(user, Mapping) else None
+    return None
+
+
+def _without_weights(app: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(app)
+    out["deployments"] = [
+        {k: v for k, v in d.items() if k != "user_config"} if d.get("name") == ROUTER_DEPLOYMENT else d
+        for d in app.get("deployments", [])
+    ]
+    return out
+
 
 def same_applications(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     def by_name(config: Mapping[str, Any]) -> dict[str, Any]:
