@@ -3,12 +3,14 @@ version whose health check fails, a failed analysis gate, and a manual rollback;
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 from conftest import git
 from test_serve_support import (  # noqa: F401
     ENV_FILE,
+    ENV_HEAD,
     Load,
     RayCluster,
     add_version,
@@ -21,6 +23,7 @@ from test_serve_support import (  # noqa: F401
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
 
 def share(mix, version: str) -> float:
     total = sum(mix.values())
@@ -126,3 +129,38 @@ def test_failed_agreement_gate_routes_all_traffic_back_at_once(
     assert message.startswith("Roll back churn 4 -> 3 in development (automatic)")
     assert "agreement with the current version" in message
     assert set(fresh_serve.apps()) == {"development.churn", "development.churn.v3"}
+
+
+def test_a_version_rolled_back_to_within_its_grace_period_is_not_kept_for_it_afterwards(
+    example_repo: Path, fresh_serve: RayCluster, mlops
+) -> None:
+    def serving(version: int, grace: str) -> str:
+        return (
+            ENV_HEAD.format(version=version) + f"      strategy: {{steps: [{{weight: 100}}], gracePeriod: {grace}}}\n"
+        )
+
+    commit_env(example_repo, serving(3, "10m"), "development serves churn@3")
+    assert mlops("reconcile", "--env", "development", "--repo", str(example_repo)).code == 0
+    add_version(example_repo, "churn", 4, like=3)
+    commit_env(example_repo, serving(4, "10m"), "Promote churn@4 to development")
+    job = background("reconcile", "--env", "development", cwd=example_repo)
+    job.wait_line("keeping development.churn.v3 for the grace period")
+    job.process.send_signal(signal.SIGTERM)  # stop waiting out the 10 minutes: churn@3 stays, kept for them
+    job.finish()
+    settled = mlops("reconcile", "--env", "development", "--break-lock", "--repo", str(example_repo))
+    assert settled.code == 0, settled.out + settled.err
+    assert set(fresh_serve.apps()) == {"development.churn", "development.churn.v3", "development.churn.v4"}
+
+    rolled = mlops("rollback", "--env", "development", "--to", "3", "--repo", str(example_repo))
+    assert rolled.code == 0, rolled.out + rolled.err
+    back = mlops("reconcile", "--env", "development", "--repo", str(example_repo))
+    assert back.code == 0, back.out + back.err
+    assert "churn: churn@3 takes 100% of traffic" in back.err
+    assert set(fresh_serve.apps()) == {"development.churn", "development.churn.v3"}
+
+    # churn@3 serves again: its old grace period is over for good, a switch without one removes it at once.
+    commit_env(example_repo, serving(4, "0s"), "Promote churn@4 to development again, no grace period")
+    again = mlops("reconcile", "--env", "development", "--repo", str(example_repo))
+    assert again.code == 0, again.out + again.err
+    assert "kept for the grace period" not in again.out + again.err
+    assert set(fresh_serve.apps()) == {"development.churn", "development.churn.v4"}
