@@ -50,12 +50,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, cast
 from urllib.parse import urlparse
 
@@ -420,6 +422,14 @@ class _Connection:
     depth: int = 0
 
 
+def _own_sigterm_handler() -> Callable[[int, FrameType | None], Any] | None:
+    """The SIGTERM handler this process installed itself (None: the default, or not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None
+
+
 @contextlib.contextmanager
 def connected(target: ClusterTarget) -> Iterator[None]:
     """Run with this process connected to the cluster as a Ray driver; reentrant for the same cluster.
@@ -439,6 +449,9 @@ def connected(target: ClusterTarget) -> Iterator[None]:
     if ray.is_initialized():
         ray.shutdown()
     _set_auth_environment(target)
+    # ray.init replaces the SIGTERM handler with one that exits at once; a command that turned SIGTERM
+    # into an orderly stop (reconcile: release the lock, mark the rollout interrupted) keeps its own.
+    on_term = _own_sigterm_handler()
     try:
         ray.init(
             address=target.ray_address,
@@ -447,6 +460,8 @@ def connected(target: ClusterTarget) -> Iterator[None]:
             log_to_driver=False,
             configure_logging=True,
         )
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     except Exception as exc:
         with contextlib.suppress(Exception):
             ray.shutdown()
