@@ -268,6 +268,25 @@ def test_a_run_started_while_another_process_writes_waits_for_the_lock(repo: Pat
     assert run_row(repo, run.run_id)[:2] == ("finished", 0)
 
 
+def test_a_run_started_while_another_process_holds_the_database_exclusively_waits(repo: Path) -> None:
+    # Exclusive locking mode keeps even readers out: opening the store and reading the budget meet the lock
+    # too, not only creating the run (a sweep's runs starting together on a loaded CI machine).
+    mlops.start_run(project="retention", experiment="churn-gbm").end()
+    other = sqlite3.connect(repo / ".mlops" / "tracking.db", isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA locking_mode = EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("COMMIT")  # the lock stays with the connection until it closes
+    release = threading.Timer(3.5, other.close)
+    release.start()
+    try:
+        run = mlops.start_run(project="retention", experiment="churn-gbm")
+        assert not release.is_alive()  # it really waited
+        run.end()
+    finally:
+        release.join()
+    assert run_row(repo, run.run_id)[:2] == ("finished", 0)
+
+
 def test_a_full_disk_is_a_clear_error_and_nothing_is_lost(repo: Path) -> None:
     store = SqliteTrackingStore(repo / ".mlops" / "tracking.db")
     run = mlops.start_run(project="retention", experiment="churn-gbm", store=store, flush_timeout=1.0)

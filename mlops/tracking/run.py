@@ -381,10 +381,23 @@ def start_run(
     interval = heartbeat_interval or _env_float("MLOPS_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_S)
     timeout = flush_timeout or _env_float("MLOPS_FLUSH_TIMEOUT", DEFAULT_FLUSH_TIMEOUT_S)
     owned = store is None
-    tracking = store if store is not None else open_store(root)
+    # Runs of a sweep start together: a busy database is waited out at every step of starting, not
+    # reported (opening it and reading the budget can meet another run's lock as well as creating the run).
+    tracking = (
+        store
+        if store is not None
+        else with_retries("opening the tracking database", lambda: open_store(root), (StoreUnavailable,), START_RETRY)
+    )
     try:
         user = _user(root)
-        authorize_run(root, tracking, project, experiment, user, inputs, expected_cpu_hours, expected_gpu_hours)
+        with_retries(
+            "checking the run against its project",
+            lambda: authorize_run(
+                root, tracking, project, experiment, user, inputs, expected_cpu_hours, expected_gpu_hours
+            ),
+            (StoreUnavailable,),
+            START_RETRY,
+        )
         lock = package_lock()
         environment = capture_environment(Path.cwd(), lock)
         environment["resources"] = {"cpus": 1.0 if cpus is None else float(cpus), "gpus": float(gpus or 0)}
@@ -413,7 +426,6 @@ def start_run(
             tags=tag_values,
             inputs=inputs,
         )
-        # Runs of a sweep start together: a busy database is waited out here, not reported.
         with_retries(
             f"starting run {record.run_id}", lambda: tracking.create_run(record), (StoreUnavailable,), START_RETRY
         )
