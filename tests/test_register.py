@@ -4,7 +4,6 @@ storage faults retried, commits pushed to a real remote and pull requests opened
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import threading
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import SEED, Result, git, run_mlops
-from s3_server import FaultyProxy, moto_s3
+from s3_server import FaultyProxy, moto_s3_bucket
 
 Tree = dict[str, bytes]
 
@@ -257,11 +256,7 @@ def test_existing_branch_is_refused_and_nothing_changes(example_repo: Path) -> N
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    with moto_s3() as endpoint:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="team-store")
+    with moto_s3_bucket("team-store") as endpoint:
         yield endpoint
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from s3_server import FaultyProxy, moto_s3
+from s3_server import FaultyProxy, moto_s3_bucket
 
 from mlops.errors import BlobNotFound, DigestMismatch, StoreError
 from mlops.stores.artifacts import LocalArtifactStore
@@ -21,11 +21,7 @@ FAST_RETRY = RetryPolicy(attempts=3, first_delay=0.01)
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    with moto_s3() as endpoint:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="artifacts")
+    with moto_s3_bucket("artifacts") as endpoint:
         yield endpoint
 
 

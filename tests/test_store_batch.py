@@ -20,7 +20,7 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import git, run_mlops
-from s3_server import FaultyProxy, moto_s3
+from s3_server import FaultyProxy, moto_s3_bucket
 
 import mlops.stores.artifacts as artifacts
 from mlops.errors import StoreError
@@ -386,11 +386,7 @@ def test_a_file_removed_while_the_snapshot_stores_it_is_named(
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    with moto_s3() as endpoint:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="batch")
+    with moto_s3_bucket("batch") as endpoint:
         yield endpoint
 
 
