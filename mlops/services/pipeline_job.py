@@ -67,6 +67,7 @@ def run_job(root: Path, run_id: str, options: Mapping[str, bool]) -> RunState:
     with contextlib.suppress(MlopsError, OSError):
         remove_worktree(root, folder / "src")
     runs.write_state(state)
+    runs.close()  # the step cache's database connection: an inline run's process lives on
     return state
 
 

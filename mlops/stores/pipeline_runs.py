@@ -134,9 +134,6 @@ class PipelineRunStore:
         except (ValueError, TypeError, AttributeError):
             return None
 
-    def cache_put(self, key: str, run_id: str, outputs: dict[str, OutputRecord]) -> None:
-        self.cache_put_many([(key, run_id, outputs)])
-
     def cache_put_many(self, entries: Iterable[CacheEntry]) -> None:
         """Record several steps' outputs in one transaction."""
         rows = [
@@ -174,9 +171,6 @@ class PipelineRunStore:
                 raise StoreError(f"cannot open the step cache {self.cache_db}: {exc}") from None
             self._db = db
         return self._db
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "runs": self.runs, "cache_db": self.cache_db, "_db": None}
 
 
 def _write_json(path: Path, data: Any) -> None:
