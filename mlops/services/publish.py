@@ -10,7 +10,6 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.forge.github import GitHub
 from mlops.loader.atomic import atomic_write_bytes
 from mlops.loader.gitwrite import (
     checkout,
@@ -75,6 +74,8 @@ def publish(root: Path, changes: dict[str, str], message: str, options: CommitOp
         push(root, branch, options.remote)
         pushed = True
     if options.pull_request and branch:
+        from mlops.forge.github import GitHub  # urllib's HTTP client only when a pull request is asked for
+
         github = GitHub.from_environment(remote_url(root, options.remote))
         title, _, body = message.partition("\n")
         pr_url = github.open_pull_request(branch, options.base or original_branch or "main", title, body.strip())
