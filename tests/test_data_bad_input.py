@@ -184,16 +184,16 @@ def test_a_file_that_changes_while_it_is_hashed_registers_nothing(
     example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = folder_with(tmp_path, {"a.csv": "x\n1\n", "b.csv": "x\n2\n"})
-    real = hashing._digest_of
+    real = hashing._read_whole
 
-    def digest_then_append(path: str, size: int) -> tuple[str, int]:
+    def read_then_append(path: str, size: int) -> bytes:
         out = real(path, size)
         if path.endswith("b.csv"):  # a writer appends while we read
             with open(path, "a", encoding="utf-8") as handle:  # noqa: PTH123
                 handle.write("3\n")
         return out
 
-    monkeypatch.setattr(hashing, "_digest_of", digest_then_append)
+    monkeypatch.setattr(hashing, "_read_whole", read_then_append)
     before = state(example_repo)
     result = data(example_repo, "snapshot", str(folder), "--name", "orders", "--owner", "o@example.com")
     refused(

@@ -27,14 +27,15 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mlops.errors import InputError
 from mlops.loader.atomic import atomic_write_bytes
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 Progress = Callable[[int, int], None]
+Sink = Callable[[str, bytes], object]  # (digest, bytes) of each small file read whole
 
 RACY_NS = 2_000_000_000
 SMALL = 1 << 20  # files up to this size are read whole; bigger ones stream through one buffer per thread
@@ -48,15 +49,13 @@ class FileChanged(InputError):
     """A file changed while the snapshot read it: nothing may be registered from such a read."""
 
 
-@dataclass(frozen=True)
-class ScannedFile:
+class ScannedFile(NamedTuple):  # a tuple, not a dataclass: 10,000 of them are built per snapshot
     rel: str  # the path recorded in the snapshot: relative, '/'-separated
     path: str  # where to read it (a link inside the folder is read through)
     key: StatKey  # stat of what is read (the link's target for a link)
 
 
-@dataclass(frozen=True)
-class HashedFile:
+class HashedFile(NamedTuple):
     rel: str
     path: str
     key: StatKey
@@ -106,18 +105,20 @@ def _walk(directory: str, rel: str, root: str, source: Path, found: list[Scanned
     except OSError as exc:
         raise InputError(f"{source / rel if rel else source}: cannot list: {exc.strerror or exc}") from None
     for entry in entries:
-        child = f"{rel}/{entry.name}" if rel else entry.name
-        shown = f"{source}{os.sep}{child}"  # for messages: a Path per file costs more than its stat
+        name = entry.name
+        child = f"{rel}/{name}" if rel else name
+        if _BAD_NAME.search(name) is not None or not name.isascii():
+            _check_name(child, f"{source}{os.sep}{child}")  # each name once: a folder's before its files
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
-            raise InputError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+            raise InputError(f"{source}{os.sep}{child}: cannot read: {exc.strerror or exc}") from None
         mode = st.st_mode
         if stat_module.S_ISDIR(mode):
             _walk(entry.path, child, root, source, found)
             continue
-        _check_name(child, shown)
         if stat_module.S_ISLNK(mode):
+            shown = f"{source}{os.sep}{child}"
             target = os.path.realpath(entry.path)
             if os.path.commonpath([root, target]) != root:
                 raise InputError(
@@ -132,8 +133,10 @@ def _walk(directory: str, rel: str, root: str, source: Path, found: list[Scanned
                 raise InputError(f"{shown}: a symbolic link to a folder; a snapshot follows links to files only")
             mode = st.st_mode
         if not stat_module.S_ISREG(mode):
-            raise InputError(f"{shown}: not a regular file ({_kind(mode)}); a snapshot holds regular files only")
-        found.append(ScannedFile(child, entry.path, stat_key(st)))
+            raise InputError(
+                f"{source}{os.sep}{child}: not a regular file ({_kind(mode)}); a snapshot holds regular files only"
+            )
+        found.append(ScannedFile(child, entry.path, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
 
 
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -232,9 +235,12 @@ def hash_files(
     cache: HashCache,
     progress: Progress | None = None,
     workers: int | None = None,
+    sink: Sink | None = None,
 ) -> tuple[list[HashedFile], int]:
     """Digests of ``files`` (in their order) and how many were actually read (the rest came from the cache).
 
+    ``sink`` receives ``(digest, bytes)`` of every file read whole (up to :data:`SMALL`), so a snapshot
+    can store what it hashed without reading it a second time.
     Raises :class:`FileChanged` when a file's stat after hashing differs from the stat the scan saw.
     """
     stable_before = time.time_ns() - RACY_NS
@@ -263,7 +269,7 @@ def hash_files(
             for i in large:
                 futures[pool.submit(_hash_batch, [files[i]])] = [i]
         for batch in _batches(files, small):
-            done += _store_batch(files, batch, _hash_batch([files[i] for i in batch]), out, cache, stable_before)
+            done += _store_batch(files, batch, _hash_small([files[i] for i in batch], sink), out, cache, stable_before)
             if progress is not None:
                 progress(done, total)
         pending = set(futures)
@@ -319,6 +325,46 @@ def _hash_batch(batch: list[ScannedFile]) -> list[str]:
     return [hash_one(scanned) for scanned in batch]
 
 
+def _hash_small(batch: list[ScannedFile], sink: Sink | None) -> list[str]:
+    """:func:`hash_one` for files read whole, inlined: per file, this loop is most of a snapshot's own work."""
+    out = []
+    sha256 = hashlib.sha256
+    for path, key in ((s.path, s.key) for s in batch):
+        try:
+            data = _read_whole(path, key[0])
+            st = os.stat(path)  # noqa: PTH116 - strings throughout (see _digest_of)
+        except FileNotFoundError:
+            raise FileChanged(f"{path}: removed while the snapshot read it; nothing was registered") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        after = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if after != key or len(data) != key[0]:
+            raise FileChanged(changed_message(path, key, after, len(data)))
+        digest = f"sha256:{sha256(data).hexdigest()}"
+        if sink is not None:
+            sink(digest, data)
+        out.append(digest)
+    return out
+
+
+def _read_whole(path: str, size: int) -> bytes:
+    """The bytes of a small file, and one more than the scan saw if it grew (a seam tests use to change a file)."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        data = os.read(fd, size + 1)
+        while 0 < len(data) < size:  # a short read (rare on regular files): read on to the end or past the size
+            more = os.read(fd, size + 1 - len(data))
+            if not more:
+                break
+            data += more
+        return data
+    finally:
+        os.close(fd)
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO is refused
+
+
 def hash_one(scanned: ScannedFile) -> str:
     """sha256 of one file, refused (:class:`FileChanged`) if the file is not the one the scan saw."""
     try:
@@ -362,11 +408,8 @@ def _buffer() -> bytearray:
 
 
 def _digest_of(path: str, size: int) -> tuple[str, int]:
-    """Hex sha256 of the file at ``path`` and the number of bytes read (a seam tests use to change a file)."""
+    """Hex sha256 of a large file, streamed, and the number of bytes read (a seam tests use to change a file)."""
     with open(path, "rb") as handle:  # noqa: PTH123 - plain strings: 10,000 Path objects cost more than the reads
-        if size <= SMALL:
-            data = handle.read()
-            return hashlib.sha256(data).hexdigest(), len(data)
         digest = hashlib.sha256()
         buffer = _buffer()
         view = memoryview(buffer)
