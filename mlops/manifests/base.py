@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints
 from pydantic_core import core_schema
@@ -96,8 +95,7 @@ class Metadata(StrictModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(NamedTuple):  # a tuple: the validate cache rebuilds tens of thousands of these per run
     """A pointer from one manifest to another: ``kind``/``key`` of the target and where it is written."""
 
     kind: str
@@ -107,8 +105,7 @@ class Reference:
     required: bool = True
 
 
-@dataclass(frozen=True)
-class ArtifactRef:
+class ArtifactRef(NamedTuple):
     """A digest a manifest promises the artifact store holds."""
 
     digest: str

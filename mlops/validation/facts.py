@@ -54,16 +54,22 @@ class ManifestFacts:
                 name,
                 key,
                 version,
-                tuple(Reference(k, target, _field(field), required) for k, target, field, required in refs),
-                tuple(ArtifactRef(digest, _field(field)) for digest, field in artifacts),
+                tuple(map(_reference, refs)),
+                tuple(map(_artifact, artifacts)),
                 artifact_format,
             )
         except (TypeError, ValueError):
             return None
 
 
-def _field(raw: Any) -> FieldPath:
-    return tuple(raw)
+def _reference(raw: tuple[str, str, FieldPath, bool]) -> Reference:
+    kind, key, field, required = raw
+    return Reference(kind, key, tuple(field), required)
+
+
+def _artifact(raw: tuple[str, FieldPath]) -> ArtifactRef:
+    digest, field = raw
+    return ArtifactRef(digest, tuple(field))
 
 
 def facts_of(manifest: Manifest) -> ManifestFacts:
