@@ -19,6 +19,13 @@ file costs about as much as hashing it.
 A command killed at any step leaves complete blobs under final names and, at worst, orphaned
 temporary files under ``<root>/tmp``; a failure removes its temporary files and raises one
 :class:`StoreError`. Reads re-verify.
+
+Many small blobs can go into one *pack* instead, as git and restic do (10,000 files cost two files, not
+10,000 inodes): :meth:`LocalArtifactStore.pack_writer` appends them to a temporary file under ``<root>/tmp``,
+and its commit fsyncs and renames ``<id>.pack`` and then its index ``<id>.idx`` into ``<root>/packs/``; the
+index makes the pack visible, whole (format: :mod:`mlops.stores.packs`). A blob may be loose, packed or
+both: ``has``, ``missing`` and ``get_file`` look in both, with the pack indexes read once per store and
+again when ``packs/`` changes.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from mlops.errors import BlobNotFound, DigestMismatch, StoreError
+from mlops.stores.packs import PACKS_FOLDER, PackIndex, PackWriter
 from mlops.stores.retry import DEFAULT_RETRY, RetryPolicy, with_retries
 
 CHUNK = 1024 * 1024
@@ -48,6 +56,12 @@ PROGRESS_EVERY = 256
 SYNCFS_SLACK = 64 * 1024 * 1024
 SYNCFS_SLACK_PER_BLOB = 32 * 1024
 FSYNC_WORKERS = 16  # fsyncs at once when blobs are synced one by one: their journal commits are shared
+# missing() lists a fan-out folder instead of stat-ing each digest of it when that is cheaper: listing costs
+# about a quarter of a stat per name in the folder (~0.65 us against ~2.5 us), a folder's size on disk about
+# 100 bytes per name (ext4 ~106, btrfs ~124); and a folder asked about fewer than LISTDIR_MIN times is not listed.
+LISTDIR_MIN = 8
+STATS_PER_LISTED_NAME = 0.25
+FOLDER_BYTES_PER_NAME = 100
 
 StrPath = str | os.PathLike[str]
 Progress = Callable[[int, int], None]
@@ -88,6 +102,34 @@ def _is_file(path: str) -> bool:
         raise
     except ValueError:  # e.g. an embedded NUL byte
         return False
+
+
+def _names_in(folder: str) -> frozenset[str]:
+    """The names in ``folder``; none when it does not exist (errors as for :func:`_is_file`)."""
+    try:
+        return frozenset(os.listdir(folder))  # noqa: PTH208 - names, not a Path per entry
+    except OSError as exc:
+        if exc.errno in _NOT_FOUND_ERRNOS or getattr(exc, "winerror", None) in _NOT_FOUND_WINERRORS:
+            return frozenset()
+        raise
+
+
+class _LooseNames:
+    """Which loose blobs exist: one listing per fan-out folder, made the first time a digest of it is asked about."""
+
+    def __init__(self, sha256_dir: str, any_loose: bool) -> None:
+        self._sha256_dir = sha256_dir
+        self._any_loose = any_loose  # no sha256/ folder: no blob, and no folder worth listing
+        self._folders: dict[str, frozenset[str]] = {}
+
+    def holds(self, hexdigest: str) -> bool:
+        if not self._any_loose:
+            return False
+        fanout = hexdigest[:2]
+        names = self._folders.get(fanout)
+        if names is None:
+            names = self._folders[fanout] = _names_in(f"{self._sha256_dir}{fanout}")
+        return hexdigest[2:] in names
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -279,6 +321,7 @@ class LocalArtifactStore:
         self.retry = retry
         self._sha256_dir = f"{root / 'sha256'}{os.sep}"
         self._staging = os.fspath(root / "tmp")
+        self._packs = PackIndex(root / PACKS_FOLDER)
 
     def _blob_path(self, digest: str) -> Path:
         hexdigest = digest.removeprefix("sha256:")
@@ -290,12 +333,57 @@ class LocalArtifactStore:
         return f"{self._sha256_dir}{hexdigest[:2]}{os.sep}{hexdigest[2:]}"
 
     def has(self, digest: str) -> bool:
-        return _is_file(self._blob_name(digest))
+        hexdigest = digest.removeprefix("sha256:")
+        packed = self._packs.hexdigests()  # a live view: a refresh adds to it
+        if hexdigest in packed or _is_file(self._blob_name(digest)):
+            return True
+        self._packs.refresh()  # packed by another process since the index was read?
+        return hexdigest in packed
 
     def missing(self, digests: Iterable[str]) -> set[str]:
-        # One stat per distinct digest, on strings: validate asks about every digest of the repository
-        # (10,000 for 10,000 versions), and Path objects cost several times the stat itself.
-        return {d for d in set(digests) if not _is_file(self._blob_name(d))}
+        # On strings, per fan-out folder: validate asks about every digest of the repository (10,000 for
+        # 10,000 versions), and Path objects cost several times the stat itself.
+        packed, generation = self._packs.hexdigests(), self._packs.generation
+        absent = self._not_loose([d for d in set(digests) if d.removeprefix("sha256:") not in packed])
+        if absent:
+            self._packs.refresh()  # packs committed by another process since the index was read?
+            if self._packs.generation != generation:
+                absent = {d for d in absent if d.removeprefix("sha256:") not in packed}
+        return absent
+
+    def _not_loose(self, digests: list[str]) -> set[str]:
+        """The digests without a loose blob: per fan-out folder, one listing or one stat per digest, the cheaper."""
+        by_fanout: dict[str, list[str]] = {}
+        for digest in digests:
+            by_fanout.setdefault(digest.removeprefix("sha256:")[:2], []).append(digest)
+        out: set[str] = set()
+        for fanout, wanted in by_fanout.items():
+            names = self._listing_if_cheaper(fanout, len(wanted))
+            if names is None:
+                out.update(d for d in wanted if not _is_file(self._blob_name(d)))
+            else:
+                out.update(d for d in wanted if d.removeprefix("sha256:")[2:] not in names)
+        return out
+
+    def _listing_if_cheaper(self, fanout: str, wanted: int) -> frozenset[str] | None:
+        """The names in a fan-out folder when listing it beats ``wanted`` stats (a big store's folders are big)."""
+        if wanted < LISTDIR_MIN:
+            return None
+        folder = f"{self._sha256_dir}{fanout}"
+        try:
+            st = os.stat(folder)  # noqa: PTH116 - strings throughout
+        except OSError as exc:
+            return frozenset() if exc.errno in _NOT_FOUND_ERRNOS else None
+        except ValueError:
+            return None
+        if not stat.S_ISDIR(st.st_mode) or st.st_size * STATS_PER_LISTED_NAME > wanted * FOLDER_BYTES_PER_NAME:
+            return None
+        return _names_in(folder)
+
+    def pack_writer(self) -> PackWriter:
+        """A writer that stages many small blobs into one new pack; nothing is visible before its commit()."""
+        loose = _LooseNames(self._sha256_dir, (self.root / "sha256").is_dir())
+        return PackWriter(self.root, self.url, self._packs, loose.holds, self.root / "tmp")
 
     def put_file(self, path: Path) -> tuple[str, int]:
         return self.put_files([path])[0]
@@ -310,17 +398,36 @@ class LocalArtifactStore:
 
     def get_file(self, digest: str, dest: Path) -> None:
         blob = self._blob_path(digest)
-        if not blob.is_file():
+        if blob.is_file():
+            with blob.open("rb") as source:
+                self._copy_verified(source, None, digest, dest)
+            return
+        where = self._packs.locate(digest.removeprefix("sha256:"))
+        if where is None:
             raise BlobNotFound(f"{digest} is not in the artifact store {self.url}")
+        pack, offset, size = where
+        try:
+            source = pack.open("rb")
+        except OSError as exc:
+            raise StoreError(f"{digest}: its pack {pack.name} in {self.url} cannot be read: {exc.strerror}") from exc
+        with source:
+            source.seek(offset)
+            self._copy_verified(source, size, digest, dest)
+
+    def _copy_verified(self, source: BinaryIO, size: int | None, digest: str, dest: Path) -> None:
+        """Copy ``size`` bytes (None: to the end) to ``dest``, atomically, if they hash to ``digest``."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
         tmp = Path(tmp_name)
         try:
             hasher = hashlib.sha256()
-            with blob.open("rb") as source, os.fdopen(fd, "wb") as out:
-                while chunk := source.read(CHUNK):
+            left = size
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK if left is None else min(CHUNK, left)):
                     hasher.update(chunk)
                     out.write(chunk)
+                    if left is not None:
+                        left -= len(chunk)
             if f"sha256:{hasher.hexdigest()}" != digest:
                 raise DigestMismatch(
                     f"{digest}: the stored bytes hash to sha256:{hasher.hexdigest()}; the blob in {self.url} is damaged"
