@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 from conftest import SEED, Result, git, run_mlops
 
+from mlops.stores.packs import PackIndex
+
 CSV = (SEED / "customers-v1.csv").read_text(encoding="utf-8")
 HEADER, *ROWS = CSV.splitlines()
 PARTS = 4
@@ -21,7 +23,10 @@ def data(repo: Path, *args: str) -> Result:
 
 
 def blobs(repo: Path) -> set[str]:
-    return {p.parent.name + p.name for p in (repo / ".mlops/store/sha256").glob("*/*")}
+    """Every digest the repository's local store holds: loose blobs and packed ones."""
+    store = repo / ".mlops/store"
+    loose = {p.parent.name + p.name for p in (store / "sha256").glob("*/*")}
+    return loose | set(PackIndex(store / "packs").hexdigests())
 
 
 def write_parts(folder: Path, rows: list[str]) -> None:

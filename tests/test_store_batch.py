@@ -334,11 +334,12 @@ def test_a_command_killed_mid_batch_leaves_complete_blobs_or_none(tmp_path: Path
 # ------------------------------------------------------------------------------------------ dataset snapshots
 
 
-def test_a_snapshot_stores_its_blobs_in_one_batch(
+def test_a_snapshot_packs_its_new_blobs_into_one_pack(
     example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "many"
-    _files(folder, [b"row %d\n" % i for i in range(250)] + [b"row 1\n"])  # one duplicate
+    contents = [b"row %d\n" % i for i in range(250)] + [b"row 1\n"]  # one duplicate
+    _files(folder, contents)
     batches: list[int] = []
     real = LocalArtifactStore.put_files
 
@@ -347,28 +348,39 @@ def test_a_snapshot_stores_its_blobs_in_one_batch(
         return real(self, paths, progress)  # type: ignore[arg-type]
 
     monkeypatch.setattr(LocalArtifactStore, "put_files", counting)
+    store_root = example_repo / ".mlops/store"
+    packs_before = set((store_root / "packs").glob("*")) if (store_root / "packs").is_dir() else set()
     result = run_mlops(
         "data", "snapshot", str(folder), "--name", "many", "--owner", "o@example.com", "--repo", str(example_repo)
     )
     assert result.code == 0, result.err
     assert "hashed 251 files; stored 250 new blobs" in result.out
-    assert batches[0] == 250  # every new blob in one batch; then the file index (over 200 files) on its own
-    assert batches[1:] == [1]
-    assert _leftovers(example_repo / ".mlops/store") == []
+    assert batches == []  # the bytes hashed went into the pack: no file was read a second time
+    new = sorted(p.suffix for p in set((store_root / "packs").glob("*")) - packs_before)
+    assert new == [".idx", ".pack"]  # one pack for the 250 blobs and the file list (over 200 files)
+    store = LocalArtifactStore(store_root)
+    digests = {"sha256:" + hashlib.sha256(c).hexdigest() for c in contents}
+    assert store.missing(digests) == set()
+    fingerprint = next(line.split()[1] for line in result.out.splitlines() if line.startswith("fingerprint "))
+    assert store.has(fingerprint)
+    assert _leftovers(store_root) == []
 
 
-def test_a_file_removed_while_the_snapshot_stores_it_is_named(
+def test_a_file_removed_before_the_pack_is_committed_leaves_no_pack(
     example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "data"
     paths = _files(folder, [b"a\n", b"b\n", b"c\n"])
-    real = LocalArtifactStore.put_files
+    from mlops.services import datasets
 
-    def remove_then_put(self: LocalArtifactStore, names: list[str], progress: object = None) -> list[tuple[str, int]]:
-        paths[1].unlink()
-        return real(self, names, progress)  # type: ignore[arg-type]
+    real = datasets._analyze
 
-    monkeypatch.setattr(LocalArtifactStore, "put_files", remove_then_put)
+    def analyze_then_remove(*args: object) -> object:
+        out = real(*args)  # type: ignore[arg-type]
+        paths[1].unlink()  # hashed and staged in the pack; gone before the snapshot stores anything
+        return out
+
+    monkeypatch.setattr(datasets, "_analyze", analyze_then_remove)
     result = run_mlops(
         "data", "snapshot", str(folder), "--name", "gone", "--owner", "o@example.com", "--repo", str(example_repo)
     )
@@ -376,9 +388,11 @@ def test_a_file_removed_while_the_snapshot_stores_it_is_named(
     assert result.err.splitlines() == [f"error: {paths[1]}: removed while the snapshot read it; nothing was registered"]
     assert not (example_repo / "registry/datasets/gone").exists()
     assert git(example_repo, "status", "--porcelain") == ""
-    store = example_repo / ".mlops/store"
-    _assert_every_blob_complete(store)
-    assert _leftovers(store) == []
+    store_root = example_repo / ".mlops/store"
+    staged = {"sha256:" + hashlib.sha256(c).hexdigest() for c in (b"a\n", b"b\n", b"c\n")}
+    assert LocalArtifactStore(store_root).missing(staged) == staged  # the staged pack never became visible
+    _assert_every_blob_complete(store_root)
+    assert _leftovers(store_root) == []
 
 
 # ------------------------------------------------------------------------------------------ S3

@@ -7,8 +7,8 @@ Lives at ``registry/datasets/<name>/versions/<n>.yaml`` and is addressed as
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Iterator, Sequence
+from typing import Annotated, ClassVar, Literal, Protocol
 
 from pydantic import AfterValidator, Field
 
@@ -103,12 +103,23 @@ class DatasetVersionSpec(StrictModel):
     createdAt: str | None = None
 
 
-def tree_fingerprint(files: list[DataFile]) -> str:
+class ListedFile(Protocol):
+    """What the file list is made of: a :class:`DataFile`, or a lighter record of the same three fields."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+
+def tree_fingerprint(files: Sequence[ListedFile]) -> str:
     """sha256 over the sorted ``path<TAB>digest<TAB>size`` lines: names, contents and sizes all count."""
     return "sha256:" + hashlib.sha256(files_index_bytes(files)).hexdigest()
 
 
-def files_index_bytes(files: list[DataFile]) -> bytes:
+def files_index_bytes(files: Sequence[ListedFile]) -> bytes:
     """The sorted ``path<TAB>digest<TAB>size`` lines the fingerprint hashes (also the ``filesIndex`` blob)."""
     lines = "".join(f"{f.path}\t{f.digest}\t{f.size}\n" for f in sorted(files, key=lambda f: f.path))
     return lines.encode("utf-8")

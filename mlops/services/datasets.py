@@ -16,14 +16,15 @@ at: content-addressed, unreachable and harmless.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -43,7 +44,7 @@ from mlops.loader.hashing import (
 from mlops.loader.manifest_io import render_manifest
 from mlops.manifests import Dataset, DatasetVersion, ModelVersion, Pipeline, QualityRules
 from mlops.manifests.base import API_VERSION, check_name, parse_versioned_uri, version_key
-from mlops.manifests.dataset_version import DataFile, files_index_bytes, tree_fingerprint
+from mlops.manifests.dataset_version import ListedFile, files_index_bytes, tree_fingerprint
 from mlops.services.data_tables import Table, TableSource, read_tables, table_format
 from mlops.services.data_versions import (
     LoadedRules,
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from mlops.analysis.tabular import FileDiff, RowDiff, SchemaDiff, TableProfile
     from mlops.services.publish import CommitOptions, Publication
     from mlops.stores.notify import Delivery
+    from mlops.stores.packs import PackWriter
 
 Progress = Callable[[int, int], None]
 
@@ -132,15 +134,58 @@ def snapshot(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     now = now or dt.datetime.now(dt.UTC)
+    broken = f"registry/datasets/{request.name}/dataset.yaml"
     index = load_index(root)
-    rules = repo_rules(index, request.name) if request.profile else None
-    dataset = index.find(Dataset, request.name)
-    if dataset is None and f"registry/datasets/{request.name}/dataset.yaml" in index.broken_paths:
-        raise InputError(f"registry/datasets/{request.name}/dataset.yaml has problems; `mlops validate` names them")
+    if index.find(Dataset, request.name) is None and broken in index.broken_paths:
+        raise InputError(f"{broken} has problems; `mlops validate` names them")
 
     scanned = scan(request.path)
     cache = HashCache.for_repo(root)
     store = repo_store(root)
+    with _pack_writer(store) as pack:
+        job = _Job(root, request, options, index, cache, store, pack, hash_progress, store_progress, now)
+        return _snapshot_into(job, scanned)
+
+
+class _File(NamedTuple):
+    """One entry of the file list (the fields of a DataFile)."""
+
+    path: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything one snapshot works with, besides the files."""
+
+    root: Path
+    request: SnapshotRequest
+    options: CommitOptions
+    index: RepoIndex
+    cache: HashCache
+    store: ArtifactStore
+    pack: PackWriter | None  # where small blobs go as they are hashed (a local store)
+    hash_progress: Progress | None
+    store_progress: Progress | None
+    now: dt.datetime
+
+
+@contextlib.contextmanager
+def _pack_writer(store: ArtifactStore) -> Iterator[PackWriter | None]:
+    """A local store takes small blobs as they are hashed, into one pack made visible only by commit()."""
+    if not isinstance(store, LocalArtifactStore):
+        yield None
+        return
+    with store.pack_writer() as pack:  # left without commit() (a refusal, a failure): nothing stays behind
+        yield pack
+
+
+def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
+    root, request, index, now = job.root, job.request, job.index, job.now
+    cache, store, pack = job.cache, job.store, job.pack
+    rules = repo_rules(index, request.name) if request.profile else None
+    dataset = index.find(Dataset, request.name)
     direct = _direct_candidates(root, request, scanned, cache, store)
     early: _Analysis | None = None
     if direct:
@@ -149,16 +194,17 @@ def snapshot(
         # first, so a refusal still leaves the store as it was.
         early = _analyze(request, scanned, rules, index, store, now)
         _check_unchanged(scanned)
-    hashed, read = hash_files([s for s in scanned if s.rel not in direct], cache, hash_progress)
+    sink = None if pack is None else pack.add_hashed  # small files' bytes, staged as they are hashed
+    hashed, read = hash_files([s for s in scanned if s.rel not in direct], cache, job.hash_progress, sink=sink)
     if direct:
         hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
         read += len(direct)
     cache.forget_under(_cache_prefix(scanned, request.path), (f.path for f in scanned))
     cache.save()  # digests are true whatever happens next; a retry need not read the files again
 
-    # The scan already refused every name a DataFile would (see hashing._check_name): build without re-validating,
-    # which for 10,000 files is a tenth of an unchanged re-snapshot.
-    files = [DataFile.model_construct(path=h.rel, digest=h.digest, size=h.size) for h in hashed]
+    # Plain records, not DataFile models: the scan already refused every name a DataFile would (see
+    # hashing._check_name), and 10,000 models cost more than hashing a tenth of the files.
+    files = [_File(h.rel, h.digest, h.key[0]) for h in hashed]
     fingerprint = tree_fingerprint(files)
     size = sum(f.size for f in files)
     existing = _same_content(index, request.name, fingerprint)
@@ -178,9 +224,7 @@ def snapshot(
     )
     if existing is not None:
         # Same content, already registered: nothing to write. Blobs a fresh store lacks are put back.
-        _store_blobs(store, hashed, files, result, store_progress)
-        if existing.spec.filesIndex is not None:
-            _store_index(store, files, fingerprint)
+        _store_blobs(job, hashed, files, result, existing.spec.filesIndex is not None)
         result.format, result.rows = existing.spec.format, existing.spec.rows
         result.columns = len(existing.spec.columns)
         return result
@@ -194,9 +238,10 @@ def snapshot(
     result.notes.extend(analysis.notes)
     _check_unchanged(hashed)
 
-    _store_blobs(store, hashed, files, result, store_progress)
-    index_digest = _store_index(store, files, fingerprint) if len(files) > INLINE_FILES else None
-    _check_unchanged(hashed)  # the bytes stored are the bytes hashed, and nothing moved since
+    with_index = len(files) > INLINE_FILES
+    if _store_blobs(job, hashed, files, result, with_index):
+        _check_unchanged(hashed)  # files were read again to be stored: the bytes stored are the bytes hashed
+    index_digest = fingerprint if with_index else None
 
     result.format = _format(files, table)
     result.rows = None if profile is None else profile.rows
@@ -207,7 +252,7 @@ def snapshot(
     changes = {result.path: render_manifest(result.path, data)}
     if dataset is None:
         changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
-    result.publication = publish(root, changes, _message(key, data, request, result), options)
+    result.publication = publish(root, changes, _message(key, data, request, result), job.options)
     if quality is not None and rules is not None:
         notification = notification_for(key, quality, result.publication.commit)
         result.deliveries = notify(root, rules, notification, result.messages.append)
@@ -343,24 +388,31 @@ def _check_unchanged(hashed: Sequence[ScannedFile | HashedFile]) -> None:
             raise FileChanged(changed_message(h.path, h.key, now))
 
 
-def _store_blobs(
-    store: ArtifactStore,
-    hashed: list[HashedFile],
-    files: list[DataFile],
-    result: SnapshotResult,
-    progress: Progress | None,
-) -> None:
+def _store_blobs(job: _Job, hashed: list[HashedFile], files: list[_File], result: SnapshotResult, index: bool) -> bool:
+    """Make every blob of ``files`` (and their list, when ``index``) durable in the store; True if files were re-read.
+
+    Blobs staged in the pack while hashing become visible first; what the store still lacks after that (files
+    the stat cache knew, so nobody read them, in a store that lost their blobs) is read and stored now.
+    """
+    store, pack = job.store, job.pack
+    if pack is not None:
+        result.stored, result.stored_bytes = pack.staged, pack.staged_bytes
+        if index:
+            pack.add_hashed(result.fingerprint, files_index_bytes(files))  # its digest is the fingerprint
+        pack.commit()
+    elif index:
+        _store_index(store, files, result.fingerprint)
     missing = store.missing(f.digest for f in files)
     todo: dict[str, HashedFile] = {}
     for h in hashed:
         if h.digest in missing and h.digest not in todo:
             todo[h.digest] = h  # one blob per distinct content
     if not todo:
-        return
+        return False
     # One batch: the local store makes every blob durable with one sync instead of one fsync per file.
     pending = list(todo.values())
     try:
-        stored = store.put_files([h.path for h in pending], progress)
+        stored = store.put_files([h.path for h in pending], job.store_progress)
     except StoreError:
         _check_unchanged(pending)  # a file that moved or vanished explains the failure better than the store
         raise
@@ -372,20 +424,20 @@ def _store_blobs(
             )
         result.stored_bytes += size
     result.stored += len(pending)
+    return True
 
 
-def _store_index(store: ArtifactStore, files: list[DataFile], fingerprint: str) -> str:
+def _store_index(store: ArtifactStore, files: Sequence[ListedFile], fingerprint: str) -> None:
     if store.has(fingerprint):
-        return fingerprint
+        return
     with tempfile.TemporaryDirectory(prefix="mlops-index-") as tmp:
         target = Path(tmp) / "index"
         target.write_bytes(files_index_bytes(files))
         digest, _ = store.put_file(target)
     assert digest == fingerprint, "the file index hashes to the fingerprint by construction"
-    return digest
 
 
-def _format(files: list[DataFile], table: Table | None) -> str:
+def _format(files: Sequence[ListedFile], table: Table | None) -> str:
     if table is not None:
         return table.format
     suffixes = {_suffix(f.path).lower().lstrip(".") for f in files}
@@ -405,7 +457,7 @@ def _version_data(
     root: Path,
     request: SnapshotRequest,
     number: int,
-    files: list[DataFile],
+    files: list[_File],
     fingerprint: str,
     size: int,
     index_digest: str | None,
@@ -421,7 +473,7 @@ def _version_data(
     spec["size"] = size
     spec["fileCount"] = len(files)
     if index_digest is None:
-        spec["files"] = [f.model_dump() for f in files]
+        spec["files"] = [f._asdict() for f in files]
     else:
         spec["filesIndex"] = index_digest
     spec["format"] = result.format
