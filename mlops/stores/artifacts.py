@@ -44,6 +44,9 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from mlops.errors import BlobNotFound, DigestMismatch, StoreError
+from mlops.stores.fileio import fsync_directory as _fsync_directory
+from mlops.stores.fileio import make_read_only as _make_read_only
+from mlops.stores.fileio import write_all as _write_all
 from mlops.stores.packs import PACKS_FOLDER, PackIndex, PackWriter
 from mlops.stores.retry import DEFAULT_RETRY, RetryPolicy, with_retries
 
@@ -167,12 +170,6 @@ def _read_whole(fd: int, size: int) -> bytes:
     return first if len(parts) == 1 else b"".join(parts)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _write_and_start_writeback(fd: int, data: memoryview, offset: int) -> None:
     """Write a chunk, then ask the kernel to start writing it to disk now (Linux; a hint elsewhere ignored).
 
@@ -220,13 +217,6 @@ def _copy_and_hash(source: int, name: str, fd: int) -> tuple[str, int]:
         if pending is not None:
             pending.result()
     return f"sha256:{digest.hexdigest()}", size
-
-
-def _make_read_only(fd: int, name: str) -> None:
-    if os.chmod in os.supports_fd:
-        os.fchmod(fd, 0o444)
-    else:
-        os.chmod(name, 0o444)  # noqa: PTH101 - Windows has no fchmod
 
 
 _syncfs: Callable[[int], int] | None = None
@@ -294,21 +284,6 @@ def _fsync_files(names: list[str]) -> None:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-store-fsync") as pool:
         for future in [pool.submit(fsync_share, names[i::workers]) for i in range(workers)]:
             future.result()
-
-
-def _fsync_directory(folder: str) -> None:
-    """Make the names in ``folder`` durable; skipped where folders cannot be opened or synced (Windows, some FUSE)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------ the local store

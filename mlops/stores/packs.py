@@ -16,7 +16,6 @@ index whose magic or crc is wrong, or whose pack is absent. Reads re-verify ever
 from __future__ import annotations
 
 import contextlib
-import errno
 import marshal
 import os
 import threading
@@ -27,6 +26,9 @@ from pathlib import Path
 from types import TracebackType
 
 from mlops.errors import StoreError
+from mlops.stores.fileio import fsync_directory as _fsync_directory
+from mlops.stores.fileio import make_read_only
+from mlops.stores.fileio import write_all as _write_all
 
 PACKS_FOLDER = "packs"
 INDEX_MAGIC = b"mlops-pack-index-v1\n"
@@ -164,34 +166,10 @@ class PackIndex:
         self.generation += 1
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _seal(fd: int, name: Path) -> None:
     """Read-only like a loose blob, whatever the umask, and on disk."""
-    if os.chmod in os.supports_fd:
-        os.fchmod(fd, 0o444)
-    else:
-        name.chmod(0o444)  # Windows has no fchmod
+    make_read_only(fd, name)
     os.fsync(fd)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the names in ``folder`` durable; skipped where folders cannot be opened or synced (Windows, some FUSE)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 class PackWriter:
