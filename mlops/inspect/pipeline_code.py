@@ -32,10 +32,15 @@ print(json.dumps(out))
 """
 
 
+def module_candidates(folder: Path, module: str) -> tuple[Path, Path]:
+    """The two places ``module`` may live in the pipeline's folder: a module, then a package."""
+    base = folder.joinpath(*module.split("."))
+    return base.with_suffix(".py"), base / "__init__.py"
+
+
 def module_file(folder: Path, module: str) -> Path | None:
     """Where ``module`` lives in the pipeline's folder (a module or a package), or None."""
-    base = folder.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+    for candidate in module_candidates(folder, module):
         if candidate.is_file():
             return candidate
     return None
@@ -50,7 +55,7 @@ def static_problem(folder: Path, target: str, parsed: dict[Path, set[str] | str]
     module, _, name = target.partition(":")
     path = module_file(folder, module)
     if path is None:
-        if _installed(module):
+        if installed(module):
             return None  # an installed package's function: the import check can tell
         return f"{target}: no module {module} in {folder.name}/ (expected {module.replace('.', '/')}.py)"
     parsed = {} if parsed is None else parsed
@@ -90,7 +95,8 @@ def _top_level_names(body: Iterable[ast.stmt]) -> set[str]:
     return names
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether an installed package provides ``module`` (its top-level name)."""
     import importlib.util
 
     try:

@@ -1,6 +1,6 @@
 """A cache of parsed manifests keyed by git blob id, so re-validation reads only changed files.
 
-Two maps, kept under ``.mlops/cache/parsed-v<PARSER_VERSION>/``:
+Kept under ``.mlops/cache/parsed-v<PARSER_VERSION>/``:
 
 * ``stats.marshal``: path -> (size, mtime_ns, ctime_ns, inode, blob id), like git's index,
   so an unchanged file is not even read;
@@ -11,11 +11,21 @@ Two maps, kept under ``.mlops/cache/parsed-v<PARSER_VERSION>/``:
 * ``facts-<schema version>.marshal``: blob id -> the facts (identity, pointers, digests)
   of a blob that validated under exactly this schema (a digest of the code of the
   manifest models and of the facts), so an unchanged valid file is not validated again.
+* ``verdict-<schema version>.marshal``: the last full verdict over the working tree (every
+  problem, with positions) and what it depended on: each path's blob id, the entries a rule
+  read in full, the broken paths, the pipeline step code read, under a digest of the rules'
+  code (:func:`rules_version`). A later run whose only changes are files that still validate
+  with the same facts, that no rule read in full, reuses it instead of running the cross-file
+  rules; :mod:`mlops.validation.reuse` says why that gives the same answer.
 
-Cross-file rules always run on every file's facts, and a change to the models makes a
-new schema version, so the cache cannot hide a problem. The folder name carries the parser version; every file
+The stats and the facts each have 10,000 entries of which a run changes a few: what a run sets is
+written to a small ``*.recent.marshal`` beside the map, read over it, and folded into the map
+when it grows or an entry is removed; each entry is right on its own, so any mix of the two is.
+
+A change to the models makes a new schema version and a change to the rules a new rules
+version, so the cache cannot hide a problem. The folder name carries the parser version; every file
 is written atomically with a checksum, and a damaged or unreadable file is ignored
-(its entries are parsed again). Each map stands alone: a blob id the stats name
+(its entries are parsed again, or the rules run again). Each map stands alone: a blob id the stats name
 but no shard holds is simply read and parsed again.
 
 Repeated strings (keys such as ``apiVersion``, values such as ``float32``) are stored
@@ -54,6 +64,31 @@ def schema_version() -> str:
     return digest.hexdigest()[:16]
 
 
+# The code that turns facts into problems and problems into positions, beside the schema (paths in mlops/).
+_RULE_SOURCES = ("validation", "inspect/pipeline_code.py", "services/validate.py", "loader/positions.py", "errors.py")
+
+
+def rules_version(schema: str) -> str:
+    """A digest of everything a recorded verdict depends on besides the files: the ``schema`` version, the code
+    of the rules, of the step-code check and of the positions, and the Python and pydantic that ran them."""
+    import sys
+
+    import pydantic.version
+
+    import mlops
+
+    digest = hashlib.sha1(schema.encode(), usedforsecurity=False)
+    digest.update(f"{sys.version}\npydantic {pydantic.version.VERSION}\n".encode())
+    package = Path(mlops.__file__).parent
+    for name in _RULE_SOURCES:
+        source = package / name
+        for file in sorted(source.glob("*.py")) if source.is_dir() else [source]:
+            data = file.read_bytes()
+            digest.update(f"{file.relative_to(package).as_posix()} {len(data)}\n".encode())
+            digest.update(data)
+    return digest.hexdigest()[:16]
+
+
 def blob_id(data: bytes) -> str:
     """The id git gives these bytes (``git hash-object``)."""
     digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
@@ -69,14 +104,21 @@ class ParseCache:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.stats: dict[str, tuple[StatKey, str]] = {}
+        # Entries set since the whole map was last written, and whether it must be written whole (see _save_map).
+        self._stats_recent: dict[str, Any] = {}
+        self._stats_whole = True
         # Shards load on first use: a run whose files all have cached facts may never need parsed data.
         self._shards: dict[str, dict[str, Any] | None] = dict.fromkeys(_SHARDS, None if folder else {})
         self._stats_dirty = False
         self._dirty_shards: set[str] = set()
         self._strings: dict[str, str] = {}
         self.facts: dict[str, Any] = {}
+        self._facts_recent: dict[str, Any] = {}
+        self._facts_whole = True
         self._facts_dirty = False
         self._facts_file: Path | None = None
+        self._verdict_file: Path | None = None
+        self.schema = ""  # the schema version, when there is a folder
         if folder is not None:
             self._load(folder)
 
@@ -87,11 +129,25 @@ class ParseCache:
         return cls(root / ".mlops" / "cache" / f"parsed-v{PARSER_VERSION}")
 
     def _load(self, folder: Path) -> None:
-        stats = _read(folder / "stats.marshal")
-        if stats is not None:
-            self.stats = stats
-        self._facts_file = folder / f"facts-{schema_version()}.marshal"
-        self.facts = _read(self._facts_file) or {}
+        self.stats, self._stats_recent, self._stats_whole = _read_map(folder / "stats.marshal")
+        self.schema = schema_version()
+        self._facts_file = folder / f"facts-{self.schema}.marshal"
+        self._verdict_file = folder / f"verdict-{self.schema}.marshal"
+        self.facts, self._facts_recent, self._facts_whole = _read_map(self._facts_file)
+
+    def read_verdict(self) -> dict[str, Any] | None:
+        """The verdict last recorded (plain values), or None: no cache, none recorded, or damaged."""
+        return _read(self._verdict_file) if self._verdict_file is not None else None
+
+    def write_verdict(self, value: dict[str, Any]) -> None:
+        """Record ``value`` in place of the last verdict (verdicts of other schemas are removed)."""
+        if self.folder is None or self._verdict_file is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # a verdict that cannot be written only costs speed
+            _write(self._verdict_file, value)
+            for old in self.folder.glob("verdict-*.marshal"):
+                if old != self._verdict_file:
+                    old.unlink(missing_ok=True)
 
     def facts_for(self, blob: str) -> Any:
         return self.facts.get(blob)
@@ -99,7 +155,7 @@ class ParseCache:
     def put_facts(self, facts: dict[str, Any]) -> None:
         for blob, value in facts.items():
             if self.facts.get(blob) != value:
-                self.facts[blob] = value
+                self.facts[blob] = self._facts_recent[blob] = value
                 self._facts_dirty = True
 
     def blob_for(self, path: str, key: StatKey) -> str | None:
@@ -108,7 +164,7 @@ class ParseCache:
 
     def remember_stat(self, path: str, key: StatKey, blob: str) -> None:
         if self.stats.get(path) != (key, blob):
-            self.stats[path] = (key, blob)
+            self.stats[path] = self._stats_recent[path] = (key, blob)
             self._stats_dirty = True
 
     def _shard(self, name: str) -> dict[str, Any] | None:
@@ -144,11 +200,11 @@ class ParseCache:
         for path in gone:
             del self.stats[path]
         if gone:
-            self._stats_dirty = True
+            self._stats_dirty = self._stats_whole = True
             live = {blob for _, blob in self.stats.values()}
             for blob in set(self.facts) - live:
                 del self.facts[blob]
-                self._facts_dirty = True
+                self._facts_dirty = self._facts_whole = True
             for name in _SHARDS:
                 shard = self._shard(name)
                 assert shard is not None
@@ -168,15 +224,48 @@ class ParseCache:
                 if shard is not None:
                     _write(self.folder / f"parsed-{name}.marshal", shard)
             if self._facts_dirty and self._facts_file is not None:
-                _write(self._facts_file, self.facts)
+                _save_map(self._facts_file, self.facts, self._facts_recent, self._facts_whole)
+                self._facts_whole = False
+                current = (self._facts_file, _recent(self._facts_file))
                 for old in self.folder.glob("facts-*.marshal"):  # facts of older schemas are never valid again
-                    if old != self._facts_file:
+                    if old not in current:
                         old.unlink(missing_ok=True)
             if self._stats_dirty:
-                _write(self.folder / "stats.marshal", self.stats)
+                _save_map(self.folder / "stats.marshal", self.stats, self._stats_recent, self._stats_whole)
+                self._stats_whole = False
         self._dirty_shards.clear()
         self._stats_dirty = False
         self._facts_dirty = False
+
+
+# Entries a map may gain before it is written whole again instead of only its recent entries.
+_RECENT_MAX = 512
+
+
+def _recent(file: Path) -> Path:
+    return file.with_name(file.name.removesuffix(".marshal") + ".recent.marshal")
+
+
+def _read_map(file: Path) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """A map kept by :func:`_save_map`: its entries, those set since it was written whole, and whether the
+    whole map must be written next (it is missing or damaged)."""
+    whole = _read(file)
+    recent = _read(_recent(file)) or {}
+    value = whole if whole is not None else {}
+    value.update(recent)  # the newer entries win; each is right on its own (a blob id's facts, a stat's blob)
+    return value, recent, whole is None
+
+
+def _save_map(file: Path, value: dict[str, Any], recent: dict[str, Any], whole: bool) -> None:
+    """Write a map of 10,000 entries of which a run changed a few: only the entries set since the whole map
+    was last written, to a small file beside it; the whole map when it is due (``whole``: an entry was
+    removed, or the file is missing), or when the recent entries grew past :data:`_RECENT_MAX`."""
+    if whole or len(recent) > _RECENT_MAX:
+        _write(file, value)
+        _recent(file).unlink(missing_ok=True)
+        recent.clear()
+    else:
+        _write(_recent(file), recent)
 
 
 def _write(file: Path, value: dict[str, Any]) -> None:

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops.errors import Category, ExitCode, Problem, Severity
-from mlops.loader.cache import ParseCache
+from mlops.loader.cache import ParseCache, rules_version
 from mlops.loader.config import load_settings
 from mlops.loader.snapshot import Progress, WorktreeSnapshot, load_documents
 from mlops.services.repository import repo_root
-from mlops.stores.factory import open_artifact_store
 from mlops.validation import Change, SourceDocument, Verdict, build_index, check_change, check_repository
 from mlops.validation.index import RepoIndex
+from mlops.validation.reuse import (
+    ArtifactUse,
+    CodeInputs,
+    RecordedVerdict,
+    artifact_uses,
+    plan_reuse,
+    record,
+    replay,
+    reuse_refusal,
+    updated,
+)
+
+# Files that may differ from those of the recorded verdict before a reusing run records the verdict again.
+_REWRITE_AFTER = 64
 
 
 @dataclass
@@ -26,6 +40,8 @@ class ValidationReport:
     changes: list[Change] = field(default_factory=list)
     base: str | None = None
     store_url: str | None = None
+    # The cross-file rules did not run: the last verdict was reused (see mlops.validation.reuse). Says how, not what.
+    reused: bool = False
 
     @property
     def errors(self) -> list[Problem]:
@@ -49,17 +65,43 @@ def validate_repository(
     use_cache: bool = True,
     progress: Progress | None = None,
 ) -> ValidationReport:
+    """Validate the working tree of ``root`` (and, with ``base``, the change from that ref).
+
+    With the cache, a run without ``base`` records its verdict, and a later run reuses it when no file a rule
+    depends on changed (:mod:`mlops.validation.reuse`): only the changed files are validated then. Either way
+    the report is the same; the artifact store is always asked.
+    """
     root = repo_root(root)
     settings = load_settings(root)
     with _gc_paused():
         cache = ParseCache.for_repo(root, enabled=use_cache)
         worktree = WorktreeSnapshot(root)
-        verdict = check_repository(_indexed(load_documents(worktree, cache, progress), cache))
-        verdict.problems.extend(pipeline_code_problems(root, verdict.index))
-        report = ValidationReport(root=root, documents=verdict.documents, base=base)
+        documents = load_documents(worktree, cache, progress)
+        recording = use_cache and base is None
+        rules = rules_version(cache.schema) if recording else ""
+        blobs = {doc.path: doc.blob for doc in documents}
+        reused = None
+        if recording:
+            reused, documents = _reuse(root, documents, blobs, cache, rules)
+        report = ValidationReport(root=root, documents=len(documents), base=base, reused=reused is not None)
+        verdict: Verdict | None = None
+        code: CodeInputs | None = None
+        if reused is not None:
+            problems = reused.problems
+            artifacts = list(reused.recorded.artifacts)
+        else:
+            verdict = check_repository(_indexed(documents, cache))
+            # Read before the check reads the files: a file changed in between then only fails the next reuse.
+            code = _code_inputs(root, _code_modules(verdict.index)) if recording else None
+            verdict.problems.extend(pipeline_code_problems(root, verdict.index))
+            problems = verdict.problems
+            artifacts = artifact_uses(verdict.index)
+        decided = len(problems)  # what a verdict records: the store is asked every time
         if check_store:
-            report.store_url = _check_store(settings.store, root, verdict)
+            report.store_url, missing = _check_store(settings.store, root, artifacts)
+            problems.extend(missing)
         if base is not None:
+            assert verdict is not None
             from mlops.loader.git import snapshot_at  # GitPython only when a base is asked for
 
             base_snapshot = snapshot_at(root, base)
@@ -69,12 +111,58 @@ def validate_repository(
 
             verdict.problems.extend(change_gate_problems(root, base, base_index, verdict.index, verdict.changes))
             report.base = base_snapshot.label
-        report.changes = verdict.changes
-        report.problems = sorted(
-            _located(verdict.problems, worktree),
-            key=lambda p: (p.path, p.line or 0, p.col or 0, p.message),
-        )
+            report.changes = verdict.changes
+        located = _located(problems, worktree)
+        if recording:
+            if reused is not None:
+                # The recorded verdict stands for these documents as it is. Rewriting it (2 MB for 10,000 files)
+                # pays once problems had to be placed again (not again next time), or many files differ.
+                if not reused.placed or len(reused.changed) > _REWRITE_AFTER:
+                    cache.write_verdict(updated(reused.recorded, blobs, located[:decided]).dump())
+            elif verdict is not None and code is not None:
+                made = record(rules, blobs, verdict.index, problems[:decided], located[:decided], code)
+                cache.write_verdict(made.dump())
+        report.problems = sorted(located, key=lambda p: (p.path, p.line or 0, p.col or 0, p.message))
     return report
+
+
+@dataclass
+class _Reused:
+    recorded: RecordedVerdict
+    problems: list[Problem]  # placed as recorded, except in the changed files
+    changed: list[str]  # the paths whose blobs differ from the recorded ones
+    placed: bool  # no problem had to be placed again (none is in a changed file)
+
+
+def _reuse(
+    root: Path, documents: list[SourceDocument], blobs: dict[str, str | None], cache: ParseCache, rules: str
+) -> tuple[_Reused | None, list[SourceDocument]]:
+    """The recorded verdict and its problems if it holds for ``documents``.
+
+    Validates the changed documents only, and remembers their facts as a full run would. Also returns the
+    documents, those validated here with their facts, so a full run after all does not validate them again.
+    """
+    raw = cache.read_verdict()
+    recorded = RecordedVerdict.load(raw, rules) if raw is not None else None
+    if recorded is None:
+        return None, documents
+    planned = plan_reuse(recorded, blobs, cache.facts)
+    if isinstance(planned, str):
+        return None, documents
+    code = _code_inputs(root, [(folder, module) for folder, module, *_ in recorded.code])
+    if code != recorded.code:
+        return None, documents
+    changed = set(planned)
+    fresh = build_index(doc for doc in documents if doc.path in changed)
+    if fresh.fresh_facts:
+        cache.put_facts(fresh.fresh_facts)
+        cache.save()
+    validated = {entry.path: entry.facts for entry in fresh.index.entries()}
+    if code is None or reuse_refusal(recorded, planned, cache.facts, validated, code) is not None:
+        known = fresh.fresh_facts
+        return None, [doc._replace(facts=known[doc.blob]) if doc.blob in known else doc for doc in documents]
+    placed = not any(problem.path in changed for problem in recorded.problems)
+    return _Reused(recorded, replay(recorded, planned), planned, placed), documents
 
 
 def verdict_at(root: Path, ref: str) -> Verdict:
@@ -149,20 +237,65 @@ def _located(problems: list[Problem], worktree: WorktreeSnapshot) -> list[Proble
     return locate(problems, worktree.read)
 
 
-def _check_store(spec: str, root: Path, verdict: Verdict) -> str:
+def _check_store(spec: str, root: Path, wanted: list[ArtifactUse]) -> tuple[str, list[Problem]]:
+    """The store's address, and a problem for each promised digest it does not hold."""
+    from mlops.stores.factory import open_artifact_store
+
     store = open_artifact_store(spec, root)
-    wanted = [(entry.path, ref) for entry in verdict.index.entries() for ref in entry.facts.artifacts]
-    missing = store.missing(ref.digest for _, ref in wanted)
-    for path, ref in wanted:
-        if ref.digest in missing:
-            verdict.problems.append(
-                Problem(
-                    path,
-                    f"{ref.digest} is not in the artifact store {store.url} "
-                    "(add the file with `mlops store add FILE`, or point MLOPS_STORE at the store that has it)",
-                    field=ref.field,
-                    category=Category.STORE,
-                    code="missing-blob",
-                )
-            )
-    return store.url
+    missing = store.missing(digest for _, digest, _ in wanted)
+    problems = [
+        Problem(
+            path,
+            f"{digest} is not in the artifact store {store.url} "
+            "(add the file with `mlops store add FILE`, or point MLOPS_STORE at the store that has it)",
+            field=where,
+            category=Category.STORE,
+            code="missing-blob",
+        )
+        for path, digest, where in wanted
+        if digest in missing
+    ]
+    return store.url, problems
+
+
+def _code_modules(index: RepoIndex) -> list[tuple[str, str]]:
+    """(pipeline folder, module) of every step callable :func:`pipeline_code_problems` looks up, once each."""
+    from mlops.manifests import Pipeline
+
+    wanted: dict[tuple[str, str], None] = {}
+    for _, pipeline in index.of(Pipeline):
+        for step in pipeline.spec.steps:
+            if step.run:
+                wanted[(f"pipelines/{pipeline.name}", step.run.partition(":")[0])] = None
+    return list(wanted)
+
+
+def _code_inputs(root: Path, modules: list[tuple[str, str]]) -> CodeInputs | None:
+    """What the step-code check reads for each (pipeline folder, module), or None when it cannot be told.
+
+    The digest of the content of both places the module may live (None: not a file), and, when it lives in
+    neither, whether an installed package provides it: what :func:`mlops.inspect.pipeline_code.static_problem`
+    decides from. Content, not stats: a file edited within the clock's resolution of the previous run is not
+    mistaken for unchanged.
+    """
+    from mlops.inspect.pipeline_code import installed, module_candidates
+
+    out = []
+    for folder, module in modules:
+        try:
+            candidates = module_candidates(root / folder, module)
+        except ValueError:
+            return None
+        digests = tuple(_file_digest(candidate) for candidate in candidates)
+        provided = None if any(d is not None for d in digests) else installed(module)
+        out.append((folder, module, *digests, provided))
+    return tuple(out)
+
+
+def _file_digest(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        return hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlops.errors import Problem
 from mlops.manifests import Environment, Pipeline
@@ -12,15 +12,10 @@ from mlops.validation.changes import Change, describe_changes, immutability_prob
 from mlops.validation.facts import ManifestFacts
 from mlops.validation.index import Entry, RepoIndex
 from mlops.validation.layout import check_identity, check_placement
-from mlops.validation.pipelines import check_environment_schedules, check_pipeline
-from mlops.validation.policies import check_policies
-from mlops.validation.references import check_references
-from mlops.validation.retraining import check_retraining
 from mlops.validation.schema import validate_document
 
 
-@dataclass(frozen=True)
-class SourceDocument:
+class SourceDocument(NamedTuple):  # a tuple: a warm run over 10,000 files makes 10,000 of these and little else
     """One file as read: parsed data, or the problems that stopped the reader.
 
     ``facts`` are what a cache remembers of this blob from an earlier run in which it
@@ -80,6 +75,12 @@ def build_index(documents: Iterable[SourceDocument]) -> Verdict:
 
 def check_repository(verdict: Verdict) -> Verdict:
     """Cross-document rules on an index built by :func:`build_index`."""
+    # Imported here: a run that reuses its last verdict (mlops.validation.reuse) never needs them.
+    from mlops.validation.pipelines import check_environment_schedules, check_pipeline
+    from mlops.validation.policies import check_policies
+    from mlops.validation.references import check_references
+    from mlops.validation.retraining import check_retraining
+
     verdict.problems.extend(check_references(verdict.index))
     for path, pipeline in verdict.index.of(Pipeline):
         verdict.problems.extend(check_pipeline(path, pipeline))

@@ -16,9 +16,12 @@ class Entry:
 
     An entry made from cached facts holds the parsed data and validates it on first use
     (it validated before, under the same schema version, so this cannot fail).
+
+    ``accessed`` says whether anything asked for the full model: a verdict computed over an index
+    depends on the full content of exactly these entries, and on the facts of the others.
     """
 
-    __slots__ = ("_data", "_load", "_manifest", "facts", "path")
+    __slots__ = ("_data", "_load", "_manifest", "accessed", "facts", "path")
 
     def __init__(
         self,
@@ -35,10 +38,12 @@ class Entry:
         self._manifest = manifest
         self._data = data
         self._load = load
+        self.accessed = False
         self.facts = facts if facts is not None else facts_of(manifest)  # type: ignore[arg-type]
 
     @property
     def manifest(self) -> Manifest:
+        self.accessed = True
         if self._manifest is None:
             data = self._data if self._data is not None or self._load is None else self._load()
             self._manifest = KINDS[self.facts.kind].model_validate(data)
