@@ -139,7 +139,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def status(environment: str, repo: Path) -> None:
     """Each deployment's version, health, replicas, endpoint and an example curl."""
     from mlops.reports.plan import render_status
-    from mlops.services.reconcile import environment_status
+    from mlops.services.environment_status import environment_status
 
     click.echo(render_status(environment_status(repo, environment)))
 
@@ -150,7 +150,7 @@ def rollout() -> None:
 
 
 def _control(action: str, environment: str, reason: str, repo: Path) -> None:
-    from mlops.services.reconcile import rollout_control
+    from mlops.services.environment_status import rollout_control
 
     state = rollout_control(repo, environment, action, reason)
     click.echo(

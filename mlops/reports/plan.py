@@ -142,7 +142,7 @@ def render_reconcile(result: Any) -> list[str]:
 
 
 def render_status(status: Any) -> str:
-    """Text for a :class:`mlops.services.reconcile.EnvironmentStatus`."""
+    """Text for a :class:`mlops.services.environment_status.EnvironmentStatus`."""
     lines = [f"environment {status.environment} on {status.cluster}"]
     applied = status.applied_commit[:8] if status.applied_commit else "nothing yet"
     sync = "in sync" if status.in_sync else "out of sync: `mlops plan` shows the difference"
