@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops.errors import Problem, Severity
 from mlops.services.validate import ValidationReport
-from mlops.validation import Change
+
+if TYPE_CHECKING:
+    from mlops.validation.changes import Change
 
 
 def _counts(report: ValidationReport) -> str:

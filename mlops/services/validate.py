@@ -8,13 +8,14 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops.errors import Category, ExitCode, Problem, Severity
 from mlops.loader.cache import ParseCache, rules_version
 from mlops.loader.config import load_settings
 from mlops.loader.snapshot import Progress, WorktreeSnapshot, load_documents
 from mlops.services.repository import repo_root
-from mlops.validation import Change, SourceDocument, Verdict, build_index, check_change, check_repository
+from mlops.validation import SourceDocument, Verdict, build_index, check_change, check_repository
 from mlops.validation.index import RepoIndex
 from mlops.validation.reuse import (
     ArtifactUse,
@@ -27,6 +28,9 @@ from mlops.validation.reuse import (
     reuse_refusal,
     updated,
 )
+
+if TYPE_CHECKING:
+    from mlops.validation.changes import Change
 
 # Files that may differ from those of the recorded verdict before a reusing run records the verdict again.
 _REWRITE_AFTER = 64

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlops.errors import Problem
-from mlops.manifests import Environment, Pipeline
-from mlops.validation.changes import Change, describe_changes, immutability_problems
 from mlops.validation.facts import ManifestFacts
 from mlops.validation.index import Entry, RepoIndex
 from mlops.validation.layout import check_identity, check_placement
 from mlops.validation.schema import validate_document
+
+if TYPE_CHECKING:
+    from mlops.validation.changes import Change
 
 
 class SourceDocument(NamedTuple):  # a tuple: a warm run over 10,000 files makes 10,000 of these and little else
@@ -76,6 +77,7 @@ def build_index(documents: Iterable[SourceDocument]) -> Verdict:
 def check_repository(verdict: Verdict) -> Verdict:
     """Cross-document rules on an index built by :func:`build_index`."""
     # Imported here: a run that reuses its last verdict (mlops.validation.reuse) never needs them.
+    from mlops.manifests import Environment, Pipeline
     from mlops.validation.pipelines import check_environment_schedules, check_pipeline
     from mlops.validation.policies import check_policies
     from mlops.validation.references import check_references
@@ -93,13 +95,14 @@ def check_repository(verdict: Verdict) -> Verdict:
 
 def check_change(base: RepoIndex, head: Verdict) -> Verdict:
     """What the change from base to head does, and the rules only a change can break."""
+    from mlops.validation.changes import describe_changes, immutability_problems
+
     head.changes = describe_changes(base, head.index)
     head.problems.extend(immutability_problems(base, head.index))
     return head
 
 
 __all__ = [
-    "Change",
     "RepoIndex",
     "SourceDocument",
     "Verdict",
