@@ -41,9 +41,11 @@ def held_out(tmp_path: Path) -> Path:
 @pytest.fixture
 def compare_cli() -> Iterator[Callable[..., Result]]:
     """`mlops model compare ...` through the real entry point and error boundary."""
+    import click
+
     from mlops.cli.main import cli
 
-    group = cli.commands["model"]
+    group = cli.get_command(click.Context(cli), "model")
     assert getattr(group, "commands", {}).get("compare") is compare
     yield lambda *args: run_mlops("model", "compare", *args)
 
