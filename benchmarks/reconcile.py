@@ -40,6 +40,18 @@ MLOPS = Path(sys.executable).parent / "mlops"
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def _background_reconcile(repo: Path, env: dict[str, str], read_stderr: bool) -> subprocess.Popen[str]:
+    """`mlops reconcile --env development` running on its own; its stderr readable line by line if asked."""
+    return subprocess.Popen(
+        [str(MLOPS), "reconcile", "--env", "development"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if read_stderr else subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def _cli(*args: str, cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([str(MLOPS), *args], cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
@@ -138,14 +150,7 @@ def rollback_to_full_traffic(repo: Path, env: dict[str, str], port: int, grace: 
         # background and is stopped once churn@4 has all traffic, so churn@3 still runs.
         (repo / "environments" / "development.yaml").write_text(churn(4), encoding="utf-8")
         git(repo, "commit", "-qam", "promote churn@4")
-        job = subprocess.Popen(
-            [str(MLOPS), "reconcile", "--env", "development"],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        job = _background_reconcile(repo, env, read_stderr=True)
         assert job.stderr is not None
         for line in job.stderr:
             if "keeping development.churn.v3 for the grace period" in line:
@@ -158,13 +163,7 @@ def rollback_to_full_traffic(repo: Path, env: dict[str, str], port: int, grace: 
     assert _version(port, "/churn") == "churn@4"
     started = time.perf_counter()
     _cli("rollback", "--env", "development", "--to", "3", cwd=repo, env=env)
-    job = subprocess.Popen(
-        [str(MLOPS), "reconcile", "--env", "development"],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    job = _background_reconcile(repo, env, read_stderr=False)
     streak = 0
     while streak < 20:
         streak = streak + 1 if _version(port, "/churn") == "churn@3" else 0
