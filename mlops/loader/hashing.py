@@ -332,14 +332,9 @@ def _hash_small(batch: list[ScannedFile], sink: Sink | None) -> list[str]:
     for path, key in ((s.path, s.key) for s in batch):
         try:
             data = _read_whole(path, key[0])
-            st = os.stat(path)  # noqa: PTH116 - strings throughout (see _digest_of)
-        except FileNotFoundError:
-            raise FileChanged(f"{path}: removed while the snapshot read it; nothing was registered") from None
         except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        after = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        if after != key or len(data) != key[0]:
-            raise FileChanged(changed_message(path, key, after, len(data)))
+            raise _read_failed(path, exc) from None
+        ensure_unchanged(path, key, len(data))
         digest = f"sha256:{sha256(data).hexdigest()}"
         if sink is not None:
             sink(digest, data)
@@ -369,14 +364,27 @@ def hash_one(scanned: ScannedFile) -> str:
     """sha256 of one file, refused (:class:`FileChanged`) if the file is not the one the scan saw."""
     try:
         hexdigest, read = _digest_of(scanned.path, scanned.key[0])
-        after = stat_key(os.stat(scanned.path))  # noqa: PTH116 - strings throughout (see _digest_of)
-    except FileNotFoundError:
-        raise FileChanged(f"{scanned.path}: removed while the snapshot read it; nothing was registered") from None
     except OSError as exc:
-        raise InputError(f"{scanned.path}: cannot read: {exc.strerror or exc}") from None
-    if after != scanned.key or read != scanned.key[0]:
-        raise FileChanged(changed_message(scanned.path, scanned.key, after, read))
+        raise _read_failed(scanned.path, exc) from None
+    ensure_unchanged(scanned.path, scanned.key, read)
     return f"sha256:{hexdigest}"
+
+
+def ensure_unchanged(path: str, key: StatKey, read: int | None = None) -> None:
+    """Refuse (:class:`FileChanged`) a file whose stat is no longer ``key``, or of which ``read`` bytes were read
+    instead of the scanned size: what was hashed or stored from it may not be what the scan listed."""
+    try:
+        after = stat_key(os.stat(path))  # noqa: PTH116 - strings throughout (see _digest_of)
+    except OSError as exc:
+        raise _read_failed(path, exc) from None
+    if after != key or (read is not None and read != key[0]):
+        raise FileChanged(changed_message(path, key, after, read))
+
+
+def _read_failed(path: str, exc: OSError) -> InputError:
+    if isinstance(exc, FileNotFoundError):
+        return FileChanged(f"{path}: removed while the snapshot read it; nothing was registered")
+    return InputError(f"{path}: cannot read: {exc.strerror or exc}")
 
 
 def changed_message(path: str, before: StatKey, after: StatKey, read: int | None = None) -> str:

@@ -36,10 +36,9 @@ from mlops.loader.hashing import (
     HashCache,
     HashedFile,
     ScannedFile,
-    changed_message,
+    ensure_unchanged,
     hash_files,
     scan,
-    stat_key,
 )
 from mlops.loader.manifest_io import render_manifest
 from mlops.manifests import Dataset, DatasetVersion, ModelVersion, Pipeline, QualityRules
@@ -312,11 +311,9 @@ def _store_direct(store: ArtifactStore, direct: list[ScannedFile], cache: HashCa
     for scanned in direct:
         try:
             digest, size = store.put_file(Path(scanned.path))
-            after = stat_key(os.stat(scanned.path))  # noqa: PTH116 - one stat, on the string we have
         except FileNotFoundError:
             raise FileChanged(f"{scanned.path}: removed while the snapshot read it; nothing was registered") from None
-        if after != scanned.key or size != scanned.key[0]:
-            raise FileChanged(changed_message(scanned.path, scanned.key, after, size))
+        ensure_unchanged(scanned.path, scanned.key, size)
         hashed = HashedFile(scanned.rel, scanned.path, scanned.key, digest)
         if max(scanned.key[1], scanned.key[2]) < stable_before:
             cache.remember(scanned.path, scanned.key, digest)
@@ -380,12 +377,7 @@ def _read_table(source: Path, hashed: Sequence[ScannedFile | HashedFile]) -> tup
 
 def _check_unchanged(hashed: Sequence[ScannedFile | HashedFile]) -> None:
     for h in hashed:
-        try:
-            now = stat_key(os.stat(h.path))  # noqa: PTH116 - one stat per file, on strings
-        except FileNotFoundError:
-            raise FileChanged(f"{h.path}: removed while the snapshot read it; nothing was registered") from None
-        if now != h.key:
-            raise FileChanged(changed_message(h.path, h.key, now))
+        ensure_unchanged(h.path, h.key)
 
 
 def _store_blobs(job: _Job, hashed: list[HashedFile], files: list[_File], result: SnapshotResult, index: bool) -> bool:
