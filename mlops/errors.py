@@ -7,6 +7,7 @@ shows a traceback only with ``--traceback``.
 ::
 
     MlopsError                        exit 1 unless a subclass says otherwise
+    ├── DetailedError                 a headline, then one indented line per reason (refusals, rollbacks)
     ├── UsageError                    exit 2: bad arguments or options
     ├── InputError                    exit 2: input we cannot read (missing file, not a repository, bad config)
     │   └── UnreadableManifest        exit 2: a manifest that cannot be parsed (path:line:col)
@@ -122,6 +123,17 @@ class MlopsError(Exception):
 
     def lines(self) -> list[str]:
         return [self.message]
+
+
+class DetailedError(MlopsError):
+    """A headline and the reasons behind it, each printed on its own indented line."""
+
+    def __init__(self, headline: str, details: Sequence[str]) -> None:
+        super().__init__(headline)
+        self.details = list(details)
+
+    def lines(self) -> list[str]:
+        return [self.message, *(f"  {d}" for d in self.details)]
 
 
 class UsageError(MlopsError):

@@ -48,7 +48,7 @@ from typing import Any
 from mlops.appliers.cluster import ClusterTarget, LocalCluster, connected, resolve_target
 from mlops.appliers.serve import AppStatus, ServeApi
 from mlops.appliers.state import StateClient
-from mlops.errors import InputError, MlopsError, Severity, StoreError, UsageError, ValidationFailed
+from mlops.errors import DetailedError, InputError, MlopsError, Severity, StoreError, UsageError, ValidationFailed
 from mlops.loader.ancestry import is_ancestor, resolve_commit
 from mlops.loader.atomic import atomic_write_text
 from mlops.loader.cache import ParseCache
@@ -107,17 +107,8 @@ class NotDescendant(MlopsError):
     exit_code = 1
 
 
-class DeploymentRefused(MlopsError):
+class DeploymentRefused(DetailedError):
     """Refused before any traffic moved; every reason is a line."""
-
-    exit_code = 1
-
-    def __init__(self, headline: str, problems: list[str]) -> None:
-        super().__init__(headline)
-        self.problems = problems
-
-    def lines(self) -> list[str]:
-        return [self.message, *(f"  {p}" for p in self.problems)]
 
 
 # --------------------------------------------------------------------------- load

@@ -51,7 +51,16 @@ from mlops.analysis.retraining import (
     Signals,
     evaluate,
 )
-from mlops.errors import GitError, InputError, Problem, Severity, UsageError, ValidationFailed, format_field
+from mlops.errors import (
+    DetailedError,
+    GitError,
+    InputError,
+    Problem,
+    Severity,
+    UsageError,
+    ValidationFailed,
+    format_field,
+)
 from mlops.loader.cache import ParseCache
 from mlops.loader.snapshot import WorktreeSnapshot, load_documents
 from mlops.manifests import RetrainingPolicy
@@ -75,15 +84,11 @@ class RunHistory(Protocol):
     def runs(self, pipeline: str) -> list[PipelineRunSummary]: ...
 
 
-class SignalsUnreadable(InputError):
-    """A signals file that cannot be used; one line per thing wrong with it."""
+class SignalsUnreadable(DetailedError, InputError):
+    """A signals file that cannot be used; one line per thing wrong with it (exit 2, as unreadable input)."""
 
     def __init__(self, path: Path, problems: list[str]) -> None:
-        super().__init__(f"{path}: cannot read the signals file")
-        self.problems = problems
-
-    def lines(self) -> list[str]:
-        return [self.message, *(f"  {p}" for p in self.problems)]
+        super().__init__(f"{path}: cannot read the signals file", problems)
 
 
 # --- the signals file ------------------------------------------------------------------------------------------------

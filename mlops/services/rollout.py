@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.appliers.serve import DeployFailed, ServeApi, call_deployment
 from mlops.appliers.state import StateClient
-from mlops.errors import MlopsError
+from mlops.errors import DetailedError, MlopsError
 from mlops.loader.ancestry import resolve_commit, text_at, worktree_matches
 from mlops.loader.manifest_io import edited_text
 from mlops.planner.desired import (
@@ -44,17 +44,8 @@ Progress = Callable[[str], None]
 POLL = 0.5
 
 
-class RolloutFailed(MlopsError):
+class RolloutFailed(DetailedError):
     """The new version was refused by its health check or a gate (or aborted); traffic is back on the old one."""
-
-    exit_code = 1
-
-    def __init__(self, headline: str, details: list[str]) -> None:
-        super().__init__(headline)
-        self.details = details
-
-    def lines(self) -> list[str]:
-        return [self.message, *(f"  {d}" for d in self.details)]
 
 
 @dataclass
