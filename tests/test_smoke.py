@@ -20,3 +20,15 @@ def test_missing_digest_names_file_field_digest_and_store(tmp_path: Path, mlops)
     line = next(x for x in result.lines if x.startswith("registry/models/churn/versions/2.yaml"))
     assert line.startswith("registry/models/churn/versions/2.yaml:10:5: spec.artifact.digest: sha256:5e1ed695")
     assert f"is not in the artifact store {(repo / '.mlops' / 'store').resolve().as_uri()}" in line
+
+
+def test_every_command_is_listed_and_loads(mlops) -> None:
+    """Commands are imported on first use (a lazy group): each one listed must resolve to its own command."""
+    listing: Result = mlops("--help")
+    assert listing.code == 0, listing.err
+    names = [line.split()[0] for line in listing.out.split("Commands:\n", 1)[1].splitlines() if line.startswith("  ")]
+    assert {"validate", "data", "model", "pipeline", "reconcile", "rollback", "status", "rollout"} <= set(names)
+    for name in names:
+        result: Result = mlops(name, "--help")
+        assert result.code == 0, f"{name}: {result.err}"
+        assert result.out.startswith(f"Usage: mlops {name} "), result.out[:200]
