@@ -25,14 +25,14 @@ from ruamel.yaml.reader import ReaderError
 
 from mlops.errors import Problem
 from mlops.loader.yaml_read import (
-    _CORE,
-    _CORE_SCALARS,
+    CORE_SCALARS,
+    CORE_TAG,
     MAX_DEPTH,
-    _line_col,
-    _one_line,
-    _short_tag,
-    _tab_at,
-    _unreadable,
+    line_col,
+    one_line,
+    short_tag,
+    tab_at,
+    unreadable,
 )
 
 
@@ -55,12 +55,12 @@ def careful_problems(label: str, text: str) -> list[Problem]:
     except MarkedYAMLError as exc:
         return [_syntax_problem(label, text, exc)]
     except ReaderError as exc:
-        return [_unreadable(label, f"invalid YAML: {exc.reason}").located(*_line_col(text, exc.position))]
+        return [unreadable(label, f"invalid YAML: {exc.reason}").located(*line_col(text, exc.position))]
     except YAMLError as exc:
-        return [_unreadable(label, f"invalid YAML: {_one_line(str(exc))}").located(1, 1)]
+        return [unreadable(label, f"invalid YAML: {one_line(str(exc))}").located(1, 1)]
     except Exception as exc:  # what ruamel raises on input the checks above let through is still the input's fault
-        why = _one_line(str(exc)) or type(exc).__name__
-        return [_unreadable(label, f"cannot read this YAML: {why}").located(1, 1)]
+        why = one_line(str(exc)) or type(exc).__name__
+        return [unreadable(label, f"cannot read this YAML: {why}").located(1, 1)]
     return []
 
 
@@ -74,7 +74,7 @@ def _version_directive_problem(label: str, text: str) -> Problem | None:
             return None
         match = _YAML_DIRECTIVE.match(line)
         if match is not None and match[1] != "1.2":
-            return _unreadable(
+            return unreadable(
                 label,
                 f"%YAML {match[1]} directive: manifests are always read as YAML 1.2 (where no/on/yes are text); "
                 "remove the directive",
@@ -97,7 +97,7 @@ def _event_problem(label: str, text: str) -> Problem | None:
         if isinstance(event, DocumentStartEvent):
             documents += 1
             if documents > 1:
-                return _unreadable(label, "a second YAML document ('---'): put one manifest in each file").located(
+                return unreadable(label, "a second YAML document ('---'): put one manifest in each file").located(
                     *where
                 )
         if isinstance(event, CollectionEndEvent):
@@ -113,9 +113,9 @@ def _event_problem(label: str, text: str) -> Problem | None:
         if stack and stack[-1][0]:
             if stack[-1][1] and isinstance(event, CollectionStartEvent):
                 what = "mapping" if isinstance(event, MappingStartEvent) else "list"
-                return _unreadable(label, f"a {what} used as a mapping key: keys must be plain text").located(*where)
+                return unreadable(label, f"a {what} used as a mapping key: keys must be plain text").located(*where)
             if stack[-1][1] and isinstance(event, ScalarEvent) and event.style is None and event.value == "<<":
-                return _unreadable(
+                return unreadable(
                     label,
                     "merge key '<<': YAML 1.2 has no merge keys and manifests do not use them; write the keys out",
                 ).located(*where)
@@ -123,7 +123,7 @@ def _event_problem(label: str, text: str) -> Problem | None:
         if isinstance(event, CollectionStartEvent):
             stack.append([isinstance(event, MappingStartEvent), True])
             if len(stack) > MAX_DEPTH:
-                return _unreadable(
+                return unreadable(
                     label, f"nested more than {MAX_DEPTH} levels deep: manifests are limited to {MAX_DEPTH} levels"
                 ).located(*where)
     return None
@@ -135,24 +135,24 @@ def _tag_problem(label: str, event: Any) -> Problem | None:
         return None
     tag = str(tag)
     if tag.startswith("!!"):
-        tag = _CORE + tag[2:]
+        tag = CORE_TAG + tag[2:]
     node = (
         "map" if isinstance(event, MappingStartEvent) else "seq" if isinstance(event, SequenceStartEvent) else "scalar"
     )
     fits = {"map": ("map",), "seq": ("seq",), "scalar": ("str", "int", "float", "bool", "null")}[node]
-    if tag not in {_CORE + name for name in ("str", "int", "float", "bool", "null", "map", "seq")}:
-        return _unreadable(label, f"YAML tag {_short_tag(tag)!r} is not allowed: manifests hold plain data only")
-    if tag.removeprefix(_CORE) not in fits:
+    if tag not in {CORE_TAG + name for name in ("str", "int", "float", "bool", "null", "map", "seq")}:
+        return unreadable(label, f"YAML tag {short_tag(tag)!r} is not allowed: manifests hold plain data only")
+    if tag.removeprefix(CORE_TAG) not in fits:
         noun = {"map": "a mapping", "seq": "a list", "scalar": "a single value"}[node]
-        return _unreadable(label, f"YAML tag {_short_tag(tag)!r} cannot be put on {noun}")
-    pattern = _CORE_SCALARS.get(tag)
+        return unreadable(label, f"YAML tag {short_tag(tag)!r} cannot be put on {noun}")
+    pattern = CORE_SCALARS.get(tag)
     if pattern is not None and not pattern.match(str(event.value)):
-        return _unreadable(label, f"{str(event.value)!r} is not a valid {_short_tag(tag)}")
+        return unreadable(label, f"{str(event.value)!r} is not a valid {short_tag(tag)}")
     return None
 
 
 def _alias_problem(label: str, what: str) -> Problem:
-    return _unreadable(
+    return unreadable(
         label,
         f"YAML {what}: anchors and aliases are not allowed in manifests (they can expand without bound); "
         "write the value out",
@@ -165,7 +165,7 @@ def _syntax_problem(label: str, text: str, exc: MarkedYAMLError) -> Problem:
     col = mark.column + 1 if mark is not None else 1
     problem = (exc.problem or "").strip()
     context = (exc.context or "").strip()
-    tab = _tab_at(text, mark.line, mark.column) if mark is not None else None
+    tab = tab_at(text, mark.line, mark.column) if mark is not None else None
     if "duplicate key" in (problem + " " + context):
         key = _key_at(text, mark)
         message = f"duplicate key {key!r}: each key may appear once in a mapping" if key else "duplicate key"
@@ -173,8 +173,8 @@ def _syntax_problem(label: str, text: str, exc: MarkedYAMLError) -> Problem:
         line, col = tab
         message = "tab character: use spaces to indent and to separate YAML (tabs may appear only in quoted strings)"
     else:
-        message = f"invalid YAML: {_one_line(problem)}" + (f" ({_one_line(context)})" if context else "")
-    return _unreadable(label, message).located(line, col)
+        message = f"invalid YAML: {one_line(problem)}" + (f" ({one_line(context)})" if context else "")
+    return unreadable(label, message).located(line, col)
 
 
 def _key_at(text: str, mark: Any) -> str:

@@ -28,7 +28,7 @@ MAX_DEPTH = 64
 # Bumped whenever the meaning of parsed data could change, so old cache entries are never reused.
 PARSER_VERSION = 2
 
-_CORE = "tag:yaml.org,2002:"
+CORE_TAG = "tag:yaml.org,2002:"
 
 
 class NeedsCarefulRead(Exception):
@@ -57,7 +57,7 @@ _IMPLICIT: list[tuple[str, str, str]] = [
 for _tag, _pattern, _first in _IMPLICIT:
     _Yaml12Resolver.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 # What a scalar must look like to carry an explicit !!bool, !!null, !!int or !!float tag.
-_CORE_SCALARS = {tag: re.compile(pattern) for tag, pattern, _ in _IMPLICIT}
+CORE_SCALARS = {tag: re.compile(pattern) for tag, pattern, _ in _IMPLICIT}
 # The empty plain scalar resolves to null.
 _Yaml12Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 
@@ -81,9 +81,9 @@ class _Yaml12Constructor(yaml.constructor.SafeConstructor):
     def _core_text(self, node: Any) -> str:
         """The scalar's text, checked against the core schema (an explicit ``!!int abc`` is refused, not guessed)."""
         text = str(self.construct_scalar(node))
-        if not _CORE_SCALARS[node.tag].match(text):
+        if not CORE_SCALARS[node.tag].match(text):
             mark = node.start_mark
-            raise NeedsCarefulRead(f"{text!r} is not a valid {_short_tag(node.tag)}", mark.line + 1, mark.column + 1)
+            raise NeedsCarefulRead(f"{text!r} is not a valid {short_tag(node.tag)}", mark.line + 1, mark.column + 1)
         return text
 
     def construct_yaml_null(self, node: Any) -> None:
@@ -169,10 +169,10 @@ def _read_fast(text: str) -> Any:
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        message = _one_line(exc.problem or exc.context or "invalid YAML")
+        message = one_line(exc.problem or exc.context or "invalid YAML")
         raise NeedsCarefulRead(message, *((mark.line + 1, mark.column + 1) if mark is not None else ())) from None
     except yaml.YAMLError as exc:
-        raise NeedsCarefulRead(_one_line(str(exc))) from None
+        raise NeedsCarefulRead(one_line(str(exc))) from None
     finally:
         loader.dispose()
 
@@ -214,7 +214,7 @@ _CHAR_NAMES = {
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def _line_col(text: str, index: int) -> tuple[int, int]:
+def line_col(text: str, index: int) -> tuple[int, int]:
     """1-based line and column (in characters) of ``text[index]``, counting line breaks as YAML does."""
     line, start = 1, 0
     for match in _LINE_BREAK.finditer(text, 0, index):
@@ -226,7 +226,7 @@ def decode(label: str, data: bytes) -> tuple[str | None, list[Problem]]:
     """Bytes -> text, or the problem that stops us (size, encoding, forbidden characters, emptiness)."""
     if len(data) > MAX_MANIFEST_BYTES:
         return None, [
-            _unreadable(
+            unreadable(
                 label,
                 f"file is {len(data):,} bytes; manifests are limited to {MAX_MANIFEST_BYTES:,} bytes "
                 "(large data belongs in the artifact store, referenced by digest)",
@@ -243,7 +243,7 @@ def decode(label: str, data: bytes) -> tuple[str | None, list[Problem]]:
         col = len(before.decode("utf-8", "replace")) + 1
         bad = data[exc.start : exc.start + 1].hex()
         return None, [
-            _unreadable(label, f"not UTF-8 text: byte 0x{bad} cannot be decoded; save the file as UTF-8").located(
+            unreadable(label, f"not UTF-8 text: byte 0x{bad} cannot be decoded; save the file as UTF-8").located(
                 line, col
             )
         ]
@@ -252,15 +252,15 @@ def decode(label: str, data: bytes) -> tuple[str | None, list[Problem]]:
         code = ord(forbidden.group())
         name = _CHAR_NAMES.get(code, "a control character" if code < 0xA0 else "a non-character")
         return None, [
-            _unreadable(
+            unreadable(
                 label,
                 f"character U+{code:04X} ({name}) is not allowed in a manifest; remove it, or inside a "
                 f'double-quoted string write it as the escape "\\u{code:04x}"',
-            ).located(*_line_col(text, forbidden.start()))
+            ).located(*line_col(text, forbidden.start()))
         ]
     if not _has_content(text):
         return None, [
-            _unreadable(label, "empty file: expected a manifest with apiVersion, kind, metadata and spec").located(1, 1)
+            unreadable(label, "empty file: expected a manifest with apiVersion, kind, metadata and spec").located(1, 1)
         ]
     return text, []
 
@@ -306,14 +306,14 @@ def read_manifest(label: str, data: bytes) -> tuple[Any, list[Problem]]:
     try:
         return _read_fast(text), []
     except NeedsCarefulRead as exc:  # both parsers must agree on what is valid; say so if they do not
-        return None, [_unreadable(label, f"cannot read this YAML: {exc}").located(exc.line or 1, exc.col or 1)]
+        return None, [unreadable(label, f"cannot read this YAML: {exc}").located(exc.line or 1, exc.col or 1)]
 
 
-def _short_tag(tag: str) -> str:
-    return "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
+def short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(CORE_TAG) if tag.startswith(CORE_TAG) else tag
 
 
-def _tab_at(text: str, line_index: int, column: int) -> tuple[int, int] | None:
+def tab_at(text: str, line_index: int, column: int) -> tuple[int, int] | None:
     """The tab an error is about: at the error, else the first tab on its line or the line before (1-based)."""
     lines = text.splitlines()
     if line_index < len(lines) and lines[line_index][column : column + 1] == "\t":
@@ -324,12 +324,12 @@ def _tab_at(text: str, line_index: int, column: int) -> tuple[int, int] | None:
     return None
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A parser's message without its "in <unicode string>, line 3" trailer, on one line."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     kept = [line for line in lines if not line.startswith('in "<')]
     return "; ".join(kept)
 
 
-def _unreadable(label: str, message: str) -> Problem:
+def unreadable(label: str, message: str) -> Problem:
     return Problem(path=label, message=message, category=Category.UNREADABLE, code="unreadable")
