@@ -259,7 +259,7 @@ class PackWriter:
                 _seal(fd, self._pack_tmp)
             finally:
                 os.close(fd)
-            self._to_remove.insert(0, index_tmp)
+            self._to_remove = [index_tmp, self._pack_tmp]
             fd = os.open(index_tmp, _CREATE_FLAGS, 0o444)
             try:
                 _write_all(fd, encode_index(self._hexdigests, self._offsets, self._sizes))
@@ -270,10 +270,10 @@ class PackWriter:
                 folder.mkdir(parents=True, exist_ok=True)
                 _fsync_directory(self._root)  # it gained packs/
             self._pack_tmp.replace(pack)
-            self._to_remove[1] = pack
+            self._to_remove = [index_tmp, pack]
             _fsync_directory(folder)  # the pack's name is on disk before the index that makes it visible
             index_tmp.replace(index)
-            self._to_remove[0] = index
+            self._to_remove = [index, pack]
             _fsync_directory(folder)
         except OSError as exc:
             raise self._failed(exc) from exc
