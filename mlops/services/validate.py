@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops.errors import Category, ExitCode, Problem, Severity
-from mlops.loader.cache import ParseCache, rules_version
+from mlops.loader.cache import ParseCache, blob_id, rules_version
 from mlops.loader.config import load_settings
 from mlops.loader.snapshot import Progress, WorktreeSnapshot, load_documents
 from mlops.services.repository import repo_root
@@ -300,6 +299,6 @@ def _file_digest(path: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        return hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()
+        return blob_id(path.read_bytes())
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
