@@ -34,6 +34,8 @@ def _git(root: Path, *args: str) -> str:
         raise GitError(f"cannot run git ({exc.strerror}); install git and make sure it is on PATH") from None
     except NotADirectoryError:
         raise GitError(f"{root}: not a folder") from None
+    except OSError as exc:  # a folder we may not enter, a git we may not run
+        raise GitError(f"cannot run git in {root}: {exc.strerror or exc}") from None
     if done.returncode != 0:
         raise _GitFailed(done.stderr, done.returncode)
     return done.stdout.removesuffix("\n")
