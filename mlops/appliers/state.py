@@ -97,9 +97,6 @@ class EnvironmentState:
         self.last_good = {"commit": commit, "config": config, "at": time.time()}
         self._event("applied", f"applied {commit[:12]}")
 
-    def set_last_good(self, commit: str, config: dict[str, Any]) -> None:
-        self.last_good = {"commit": commit, "config": config, "at": time.time()}
-
     def set_rollout(self, rollout: dict[str, Any] | None) -> dict[str, Any] | None:
         control = (self.rollout or {}).get("control")
         self.rollout = None if rollout is None else {**rollout, "control": rollout.get("control", control)}
