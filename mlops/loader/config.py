@@ -12,9 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.errors import InputError
+from mlops.repo_layout import MANAGED_ROOTS
 
 DEFAULT_STORE = ".mlops/store"
 DEFAULT_TRACKING = "sqlite:///.mlops/tracking.db"  # relative to the repository
+
+
+
+def repo_root(root: Path) -> Path:
+    """``root``, once it is known to be an mlops repository (one of the managed folders exists)."""
+    if not root.is_dir():
+        raise InputError(f"{root}: no such directory")
+    if not any((root / top).is_dir() for top in MANAGED_ROOTS):
+        raise InputError(
+            f"{root}: not an mlops repository (none of {', '.join(d + '/' for d in MANAGED_ROOTS)} exists); "
+            "create one with `mlops init PATH`"
+        )
+    return root
 
 
 @dataclass(frozen=True)

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops.errors import InputError
 from mlops.loader.cache import ParseCache
+from mlops.loader.config import repo_root as repo_root
 from mlops.loader.snapshot import WorktreeSnapshot, load_documents
 from mlops.validation import build_index
 from mlops.validation.index import RepoIndex
-from mlops.validation.layout import MANAGED_ROOTS
-
-
-def repo_root(root: Path) -> Path:
-    if not root.is_dir():
-        raise InputError(f"{root}: no such directory")
-    if not any((root / top).is_dir() for top in MANAGED_ROOTS):
-        raise InputError(
-            f"{root}: not an mlops repository (none of {', '.join(d + '/' for d in MANAGED_ROOTS)} exists); "
-            "create one with `mlops init PATH`"
-        )
-    return root
 
 
 def load_index(root: Path) -> RepoIndex:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from mlops.errors import InputError
 from mlops.loader.config import load_settings
-from mlops.manifests.base import check_digest
 from mlops.stores.artifacts import ArtifactStore
 from mlops.stores.factory import open_artifact_store
 
@@ -29,6 +28,8 @@ def add_files(root: Path, paths: list[Path]) -> list[tuple[Path, str, int]]:
 
 
 def missing_digests(root: Path, digests: list[str]) -> list[str]:
+    from mlops.manifests.base import check_digest  # the pydantic models are not needed to open a store
+
     for digest in digests:
         try:
             check_digest(digest)

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from mlops.errors import Category, Problem
 from mlops.manifests import POLICY_KINDS, Manifest
-
-MANAGED_ROOTS = ("registry", "pipelines", "environments", "policies")
+from mlops.repo_layout import MANAGED_ROOTS as MANAGED_ROOTS
 
 _SEG = r"(?P<name>[^/]+)"
 _RULES: list[tuple[re.Pattern[str], frozenset[str], str]] = [
