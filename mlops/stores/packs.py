@@ -178,6 +178,11 @@ class PackWriter:
     Whether the store already holds a blob is decided in memory: the pack index (read once) and
     ``stored_loose(hexdigest)``, which lists loose fan-out folders lazily. A blob stored elsewhere meanwhile
     may be packed again: harmless, content-addressed.
+
+    A forked worker (see ``mlops.loader.hash_workers``) stages into a *part*: :meth:`new_part`, made here
+    before the fork, writes its own pack file in the worker, which :meth:`seal` makes durable there. The
+    worker hands the part's lists back, :meth:`adopt` takes them, and :meth:`commit` makes every part
+    visible along with this writer's own pack (a part never commits alone); :meth:`abort` removes them all.
     """
 
     def __init__(
@@ -198,6 +203,7 @@ class PackWriter:
         self._hexdigests: list[str] = []
         self._offsets: list[int] = []
         self._sizes: list[int] = []
+        self._parts: list[PackWriter] = []
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._fd: int | None = None
@@ -239,19 +245,92 @@ class PackWriter:
             raise self._failed(exc) from exc
         return True
 
+    @property
+    def staged_with_parts(self) -> tuple[int, int]:
+        """Distinct blobs and their bytes staged here and in the adopted parts (two workers may both have staged
+        the same content: it is packed twice, harmlessly, but counted once)."""
+        if not self._parts:
+            return self.staged, self.staged_bytes
+        sizes: dict[str, int] = {}
+        for writer in (self, *self._parts):
+            sizes.update(zip(writer._hexdigests, writer._sizes, strict=True))
+        return len(sizes), sum(sizes.values())
+
+    def new_part(self) -> PackWriter:
+        """A writer for a forked worker, into its own pack file; committed and aborted with this one."""
+        if self._state != "open":
+            raise ValueError(f"this pack writer is {self._state}")
+        part = PackWriter(self._root, self._url, self._index, self._stored_loose, self._staging)
+        self._parts.append(part)
+        return part
+
+    def seal(self) -> tuple[list[str], list[int], list[int]]:
+        """In the worker: write and fsync the part's pack file; the lists :meth:`adopt` takes in the parent."""
+        if self._state != "open":
+            raise ValueError(f"this pack writer is {self._state}")
+        try:
+            self._flush()
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                try:
+                    _seal(fd, self._pack_tmp)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+        self._state = "sealed"
+        return self._hexdigests, self._offsets, self._sizes
+
+    def adopt(self, lists: tuple[list[str], list[int], list[int]]) -> None:
+        """In the parent, on a part it made: what the worker staged and sealed, committed with the parent."""
+        if self._state != "open" or self.staged:
+            raise ValueError(f"this pack writer is {self._state} and has staged {self.staged} blobs itself")
+        self._hexdigests, self._offsets, self._sizes = lists
+        self.staged, self.staged_bytes = len(self._sizes), sum(self._sizes)
+        self._state = "sealed"
+
     def commit(self) -> None:
-        """Write what is buffered, fsync the pack and its index, rename both into place (index last), fsync."""
+        """Write what is buffered, fsync each pack and its index, rename every pack into place, then every index."""
         if self._state == "committed":
             return
         if self._state != "open":
             raise ValueError(f"this pack writer is {self._state}")
-        if not self.staged:
-            self._state = "committed"
-            return
+        writers = [w for w in (self, *self._parts) if w.staged]
         folder = self._index.folder
-        pack, index = folder / f"{self._id}.pack", folder / f"{self._id}.idx"
-        index_tmp = self._staging / f"pack-{self._id}.idx"
         try:
+            for writer in writers:
+                writer._write_index()
+            if writers and not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                _fsync_directory(self._root)  # it gained packs/
+            for writer in writers:
+                writer._pack_tmp.replace(folder / f"{writer._id}.pack")
+                writer._to_remove = [writer._index_tmp, folder / f"{writer._id}.pack"]
+            if writers:
+                _fsync_directory(folder)  # the packs' names are on disk before the indexes that make them visible
+            for writer in writers:
+                writer._index_tmp.replace(folder / f"{writer._id}.idx")
+                writer._to_remove = [folder / f"{writer._id}.idx", folder / f"{writer._id}.pack"]
+            if writers:
+                _fsync_directory(folder)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+        except BaseException:
+            self.abort()
+            raise
+        for writer in (self, *self._parts):
+            writer._to_remove.clear()
+            writer._state = "committed"
+        for writer in writers:
+            self._index.add(writer._id, writer._hexdigests, writer._offsets, writer._sizes)
+
+    @property
+    def _index_tmp(self) -> Path:
+        return self._staging / f"pack-{self._id}.idx"
+
+    def _write_index(self) -> None:
+        """Seal this writer's pack file (a part's worker did already) and write its index beside it, fsynced."""
+        if self._state == "open":
             self._flush()
             assert self._fd is not None
             fd, self._fd = self._fd, None
@@ -259,30 +338,13 @@ class PackWriter:
                 _seal(fd, self._pack_tmp)
             finally:
                 os.close(fd)
-            self._to_remove = [index_tmp, self._pack_tmp]
-            fd = os.open(index_tmp, _CREATE_FLAGS, 0o444)
-            try:
-                _write_all(fd, encode_index(self._hexdigests, self._offsets, self._sizes))
-                _seal(fd, index_tmp)
-            finally:
-                os.close(fd)
-            if not folder.is_dir():
-                folder.mkdir(parents=True, exist_ok=True)
-                _fsync_directory(self._root)  # it gained packs/
-            self._pack_tmp.replace(pack)
-            self._to_remove = [index_tmp, pack]
-            _fsync_directory(folder)  # the pack's name is on disk before the index that makes it visible
-            index_tmp.replace(index)
-            self._to_remove = [index, pack]
-            _fsync_directory(folder)
-        except OSError as exc:
-            raise self._failed(exc) from exc
-        except BaseException:
-            self.abort()
-            raise
-        self._to_remove.clear()
-        self._state = "committed"
-        self._index.add(self._id, self._hexdigests, self._offsets, self._sizes)
+        self._to_remove = [self._index_tmp, self._pack_tmp]
+        fd = os.open(self._index_tmp, _CREATE_FLAGS, 0o444)
+        try:
+            _write_all(fd, encode_index(self._hexdigests, self._offsets, self._sizes))
+            _seal(fd, self._index_tmp)
+        finally:
+            os.close(fd)
 
     def abort(self) -> None:
         """Remove what this writer wrote (an index first); idempotent, and a no-op after commit."""
@@ -298,6 +360,11 @@ class PackWriter:
                 name.unlink()
         self._to_remove.clear()
         self._buffer.clear()
+        for name in (self._index_tmp, self._pack_tmp):  # a part's pack file was opened by its worker, not here
+            with contextlib.suppress(OSError):
+                name.unlink()
+        for part in self._parts:
+            part.abort()
 
     def _flush(self) -> None:
         if not self._buffer:
