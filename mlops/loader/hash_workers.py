@@ -1,0 +1,224 @@
+"""Forked worker processes that take numbered jobs from a shared queue while the parent goes on.
+
+Hashing many small files is CPU work in Python code (open, read, sha256 and bookkeeping, about
+20 us a file), which threads cannot spread over cores: the GIL. Processes can. A worker is a
+``fork`` of the caller, so it needs no pickling, no imports and no start-up; it inherits the file
+list and a pack writer of its own.
+
+* The queue is a pipe filled with 4-byte job numbers before the first fork and then closed for
+  writing. Readers (the workers, and the parent through :meth:`Workers.take` when it has time)
+  claim a job with one ``read`` of 4 bytes: the kernel serializes pipe reads, so every job is
+  taken exactly once, and an empty, closed pipe reads as the end.
+* A worker runs ``do_job(worker, job)`` for each job it claims, then ``finish(worker)``, and writes
+  one marshal payload to its own result pipe: every job's result and the finish value, or the
+  error that stopped it. It leaves with ``os._exit``: nothing of the parent's (atexit, buffered
+  output, open writers) runs twice.
+* :meth:`Workers.collect` reads the payloads, reaps the workers and raises a worker's error in the
+  parent as the same :class:`~mlops.errors.MlopsError` subclass. :meth:`Workers.close` kills and
+  reaps whatever still runs (the parent failed, or was interrupted).
+
+Forking is only safe while the caller has one thread (a lock held by another thread stays held in
+the child forever): :func:`can_fork` says whether this is such a moment, on Linux (macOS system
+libraries are not fork-safe; Windows has no fork).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from mlops.errors import MlopsError
+
+MAX_JOBS = 1024  # 4 KiB of job numbers: fits the smallest pipe buffer Linux gives (one page)
+_RECORD = 4
+
+
+def can_fork() -> bool:
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class WorkerFailed(MlopsError):
+    """A worker process stopped without its results (killed, out of memory): nothing of its work is used."""
+
+
+class Workers:
+    """``workers`` forked processes taking jobs ``0 .. jobs-1``; see the module docstring."""
+
+    def __init__(
+        self,
+        jobs: int,
+        workers: int,
+        do_job: Callable[[int, int], Any],
+        finish: Callable[[int], Any],
+    ) -> None:
+        if not 0 < jobs <= MAX_JOBS:
+            raise ValueError(f"{jobs} jobs: between 1 and {MAX_JOBS}")
+        self._pids: dict[int, int] = {}  # worker number -> pid, while not reaped
+        self._results: dict[int, int] = {}  # worker number -> read end of its result pipe
+        self._queue = _filled_queue(jobs)
+        try:
+            for worker in range(workers):
+                self._fork(worker, do_job, finish)
+        except BaseException:
+            self.close()
+            raise
+
+    def take(self) -> int | None:
+        """The next job nobody has claimed, for the parent to do itself; None when the queue is empty."""
+        record = os.read(self._queue, _RECORD)
+        return int.from_bytes(record, "little") if record else None
+
+    def collect(self) -> list[tuple[list[tuple[int, Any]], Any]]:
+        """Each worker's ``[(job, result), ...]`` and finish value, once it has run out of jobs."""
+        out = []
+        for worker in sorted(self._results):
+            fd = self._results.pop(worker)
+            try:
+                payload = _read_to_end(fd)
+            finally:
+                os.close(fd)
+            status = self._reap(worker)
+            out.append(_decode(payload, status))
+        return out
+
+    def close(self) -> None:
+        """Stop and reap every worker still running, and release the pipes; idempotent."""
+        for worker, pid in list(self._pids.items()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._reap(worker)
+        for fd in self._results.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._results.clear()
+        if self._queue >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._queue)
+            self._queue = -1
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _fork(self, worker: int, do_job: Callable[[int, int], Any], finish: Callable[[int], Any]) -> None:
+        result_r, result_w = os.pipe()
+        try:
+            pid = os.fork()
+        except BaseException:
+            os.close(result_r)
+            os.close(result_w)
+            raise
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected; tests check what it sends
+            _run_worker(worker, self._queue, result_w, do_job, finish)
+        os.close(result_w)  # the worker's copy is the only writer left: its exit is the end of the payload
+        self._pids[worker] = pid
+        self._results[worker] = result_r
+
+    def _reap(self, worker: int) -> int:
+        pid = self._pids.pop(worker, None)
+        if pid is None:
+            return 0
+        while True:
+            try:
+                return os.waitpid(pid, 0)[1]
+            except ChildProcessError:
+                return 0
+            except InterruptedError:  # pragma: no cover - PEP 475 retries already
+                continue
+
+
+def _filled_queue(jobs: int) -> int:
+    read_end, write_end = os.pipe()
+    try:
+        data = b"".join(job.to_bytes(_RECORD, "little") for job in range(jobs))
+        written = os.write(write_end, data)  # at most 4 KiB into an empty pipe: one write, never partial
+        if written != len(data):
+            raise OSError(f"the job queue took {written} of {len(data)} bytes")
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _run_worker(  # pragma: no cover - runs in the forked child
+    worker: int,
+    queue: int,
+    result_w: int,
+    do_job: Callable[[int, int], Any],
+    finish: Callable[[int], Any],
+) -> None:
+    code = 0
+    try:
+        try:
+            results = []
+            while record := os.read(queue, _RECORD):
+                job = int.from_bytes(record, "little")
+                results.append((job, do_job(worker, job)))
+            payload = marshal.dumps(("ok", results, finish(worker)))
+        except KeyboardInterrupt:
+            code = 130
+            return
+        except BaseException as exc:
+            kind = type(exc)
+            payload = marshal.dumps(("error", kind.__module__, kind.__qualname__, str(exc)))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(result_w, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _read_to_end(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(payload: bytes, status: int) -> tuple[list[tuple[int, Any]], Any]:
+    try:
+        message = marshal.loads(payload) if payload else None
+    except (EOFError, ValueError, TypeError):
+        message = None
+    if isinstance(message, tuple) and message[:1] == ("ok",) and len(message) == 3:
+        return message[1], message[2]
+    if isinstance(message, tuple) and message[:1] == ("error",) and len(message) == 4:
+        raise _error(*message[1:])
+    raise WorkerFailed(f"a worker process stopped without its results ({_describe(status)}); nothing was registered")
+
+
+def _error(module: str, qualname: str, text: str) -> MlopsError:
+    kind = getattr(sys.modules.get(module), qualname, None) if "." not in qualname else None
+    if isinstance(kind, type) and issubclass(kind, MlopsError):
+        with contextlib.suppress(TypeError):
+            return kind(text)
+    return WorkerFailed(f"a worker process failed: {qualname}: {text}")
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"killed by signal {number}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

@@ -1,0 +1,222 @@
+"""Forked hashing workers: every job done once, errors carried back, nothing left behind.
+
+Each scenario runs in a fresh Python process, as a CLI command does: forking is only done (and only
+safe) in a process with one thread, and this test process may have others (Ray, thread pools).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import run_mlops
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+
+
+def run_python(code: str, *args: str) -> dict[str, object]:
+    """Run ``code`` in a new interpreter; it prints one JSON object, returned here."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    out: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_every_job_is_done_exactly_once_by_the_workers_and_the_parent() -> None:
+    out = run_python(
+        """
+        import json, os
+        from mlops.loader.hash_workers import Workers
+
+        with Workers(200, 3, lambda worker, job: [job, worker, os.getpid()], lambda worker: worker * 10) as workers:
+            mine = []
+            while (job := workers.take()) is not None:
+                mine.append(job)
+                if len(mine) == 5:
+                    break  # the parent does a few, then leaves the rest to the workers
+            collected = workers.collect()
+        done = sorted(mine + [job for results, _ in collected for job, _ in results])
+        pids = {pid for results, _ in collected for _, (_, _, pid) in results}
+        print(json.dumps({
+            "done": done, "finish": [value for _, value in collected], "parent": os.getpid(), "pids": sorted(pids),
+            "results_match": all(r[0] == job for results, _ in collected for job, r in results),
+        }))
+        """
+    )
+    assert out["done"] == list(range(200))
+    assert out["finish"] == [0, 10, 20]
+    assert out["results_match"] is True
+    assert out["parent"] not in out["pids"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("raise_", "expected"),
+    [
+        ("FileChanged('data/a.bin changed while the snapshot was reading it')", "FileChanged: data/a.bin changed"),
+        ("InputError('data/b.bin: cannot read: Permission denied')", "InputError: data/b.bin: cannot read"),
+        ("ValueError('boom')", "WorkerFailed: a worker process failed: ValueError: boom"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "WorkerFailed: a worker process stopped without its results "),
+    ],
+)
+def test_a_worker_failure_reaches_the_parent_as_one_clear_error(raise_: str, expected: str) -> None:
+    out = run_python(
+        f"""
+        import json, os, signal
+        from mlops.errors import InputError
+        from mlops.loader.hashing import FileChanged
+        from mlops.loader.hash_workers import Workers
+
+        def job(worker, number):
+            if number == 7:
+                {"raise " if not raise_.startswith("os.") else ""}{raise_}
+            return number
+
+        try:
+            with Workers(20, 2, job, lambda worker: None) as workers:
+                workers.collect()
+            print(json.dumps({{"error": None}}))
+        except Exception as exc:
+            print(json.dumps({{"error": f"{{type(exc).__name__}}: {{exc}}"}}))
+        """
+    )
+    assert str(out["error"]).startswith(expected), out
+    if "SIGKILL" in raise_:
+        assert "(killed by SIGKILL); nothing was registered" in str(out["error"])
+
+
+def test_close_stops_workers_that_are_still_busy_and_reaps_them() -> None:
+    out = run_python(
+        """
+        import json, os, time
+        from mlops.loader.hash_workers import Workers
+
+        workers = Workers(4, 2, lambda worker, job: time.sleep(600), lambda worker: None)
+        pids = list(workers._pids.values())
+        workers.close()
+        gone = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                gone.append(False)
+            except ProcessLookupError:
+                gone.append(True)  # killed and reaped: not even a zombie is left
+        print(json.dumps({"gone": gone}))
+        """
+    )
+    assert out["gone"] == [True, True]
+
+
+SCRIPT = """
+import hashlib, json, os, sys
+from pathlib import Path
+from mlops.loader.hashing import HashCache, scan, start_hashing
+from mlops.stores.artifacts import LocalArtifactStore
+
+source, store_root, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+store = LocalArtifactStore(store_root)
+scanned = scan(source)
+out = {}
+try:
+    with store.pack_writer() as pack, start_hashing(scanned, HashCache(None), 3, pack) as run:
+        out["processes"] = run.processes
+        if mode == "fail-before-join":
+            raise RuntimeError("the parent failed while the workers hashed")
+        if mode == "remove-one":
+            (source / "d1" / "f00105.bin").unlink()
+        hashed, read = run.finish()
+        out["stored"] = pack.staged_with_parts[0]
+        pack.commit()
+    out["digests"] = {h.rel: h.digest for h in hashed}
+    out["read"] = read
+except Exception as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}"
+out["missing"] = len(LocalArtifactStore(store_root).missing(
+    "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in source.rglob("*.bin")
+))
+out["leftovers"] = sorted(p.name for p in (store_root / "tmp").glob("*")) if (store_root / "tmp").is_dir() else []
+out["packs"] = len(list((store_root / "packs").glob("*.idx"))) if (store_root / "packs").is_dir() else 0
+print(json.dumps(out))
+"""
+
+
+def _tree(folder: Path, count: int) -> dict[str, bytes]:
+    contents = {}
+    for i in range(count):
+        rel = f"d{i // 100}/f{i:05d}.bin"
+        data = f"file {i % 450}\n".encode() * (1 + i % 450 % 7)  # 450 distinct contents at most
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+        contents[rel] = data
+    return contents
+
+
+def test_forked_workers_hash_like_hashlib_and_their_packs_are_committed_with_the_parents(tmp_path: Path) -> None:
+    contents = _tree(tmp_path / "src", 500)
+    out = run_python(SCRIPT, str(tmp_path / "src"), str(tmp_path / "store"), "ok")
+    assert out.get("error") is None, out
+    assert out["processes"] == 3
+    assert out["digests"] == {rel: "sha256:" + hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
+    assert out["read"] == 500
+    assert out["stored"] == 450  # contents staged by two processes are counted once
+    assert out["missing"] == 0  # every blob readable from the committed packs
+    assert out["packs"] == 3  # the parent's and each worker's, all visible at once
+    assert out["leftovers"] == []
+
+
+def test_a_parent_failure_while_workers_hash_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    _tree(tmp_path / "src", 500)
+    out = run_python(SCRIPT, str(tmp_path / "src"), str(tmp_path / "store"), "fail-before-join")
+    assert out["error"] == "RuntimeError: the parent failed while the workers hashed"
+    assert out["missing"] == 450
+    assert out["packs"] == 0
+    assert out["leftovers"] == []  # the workers' pack files are removed with the parent's
+
+
+def test_a_file_removed_while_the_workers_hash_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    _tree(tmp_path / "src", 500)
+    out = run_python(SCRIPT, str(tmp_path / "src"), str(tmp_path / "store"), "remove-one")
+    path = tmp_path / "src" / "d1" / "f00105.bin"
+    assert out["error"] == f"FileChanged: {path}: removed while the snapshot read it; nothing was registered"
+    assert out["packs"] == 0
+    assert out["leftovers"] == []
+
+
+def test_the_cli_hashes_with_the_processes_asked_for_and_gets_back_every_byte(
+    example_repo: Path, tmp_path: Path
+) -> None:
+    contents = _tree(tmp_path / "src", 1200)
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_STORE"}
+    mlops = [str(Path(sys.executable).with_name("mlops")), "data"]
+    repo = ["--repo", str(example_repo)]
+    done = subprocess.run(
+        [*mlops, "snapshot", str(tmp_path / "src"), "--name", "many", "--owner", "o@example.com", "--jobs", "3", *repo],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "hashed 1,200 files in 3 processes; stored 450 new blobs" in done.stdout
+    result = run_mlops("data", "get", "many@1", str(tmp_path / "back"), *repo)
+    assert result.code == 0, result.err
+    back = {str(p.relative_to(tmp_path / "back")): p.read_bytes() for p in (tmp_path / "back").rglob("*.bin")}
+    assert back == contents
+
+    serial = run_mlops(
+        "data", "snapshot", str(tmp_path / "src"), "--name", "alone", "--owner", "o@example.com", "--jobs", "1", *repo
+    )
+    assert serial.code == 0, serial.err
+    assert " processes" not in serial.out
+
+    def fingerprint(out: str) -> str:
+        return next(line.split()[1] for line in out.splitlines() if line.startswith("fingerprint "))
+
+    assert fingerprint(serial.out) == fingerprint(done.stdout)
