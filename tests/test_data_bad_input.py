@@ -4,6 +4,7 @@ they were, or (mixed types, empty non-tables, many tiny files) handled and said 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -249,7 +250,8 @@ def test_many_tiny_files_keep_the_manifest_small_and_come_back(
     result = data(example_repo, "snapshot", str(folder), "--name", "tiny", "--owner", "o@example.com")
     assert result.code == 0, result.err
     assert "3,000 files" in result.out
-    assert "hashed 3,000 files; stored 2,500 new blobs" in result.out
+    # Forked workers may share the hashing ("in 2 processes"); duplicates are stored and counted once either way.
+    assert re.search(r"hashed 3,000 files( in \d+ processes)?; stored 2,500 new blobs", result.out), result.out
     manifest = (example_repo / "registry/datasets/tiny/versions/1.yaml").read_text()
     spec = yaml.safe_load(manifest)["spec"]
     assert spec["fileCount"] == count and "files" not in spec

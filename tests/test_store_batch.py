@@ -371,13 +371,17 @@ def test_a_file_removed_before_the_pack_is_committed_leaves_no_pack(
 ) -> None:
     folder = tmp_path / "data"
     paths = _files(folder, [b"a\n", b"b\n", b"c\n"])
+    table = folder / "t.csv"
+    table.write_bytes(b"x\n1\n")
     from mlops.services import datasets
 
     real = datasets._analyze
 
     def analyze_then_remove(*args: object) -> object:
         out = real(*args)  # type: ignore[arg-type]
-        paths[1].unlink()  # hashed and staged in the pack; gone before the snapshot stores anything
+        # The table was hashed (and staged in the pack), then read for its profile; it is gone before the snapshot
+        # stores anything. Whether the profile is of the bytes hashed can no longer be known: refused.
+        table.unlink()
         return out
 
     monkeypatch.setattr(datasets, "_analyze", analyze_then_remove)
@@ -385,11 +389,12 @@ def test_a_file_removed_before_the_pack_is_committed_leaves_no_pack(
         "data", "snapshot", str(folder), "--name", "gone", "--owner", "o@example.com", "--repo", str(example_repo)
     )
     assert result.code == 2
-    assert result.err.splitlines() == [f"error: {paths[1]}: removed while the snapshot read it; nothing was registered"]
+    assert result.err.splitlines() == [f"error: {table}: removed while the snapshot read it; nothing was registered"]
     assert not (example_repo / "registry/datasets/gone").exists()
     assert git(example_repo, "status", "--porcelain") == ""
     store_root = example_repo / ".mlops/store"
-    staged = {"sha256:" + hashlib.sha256(c).hexdigest() for c in (b"a\n", b"b\n", b"c\n")}
+    staged = {"sha256:" + hashlib.sha256(c).hexdigest() for c in (b"a\n", b"b\n", b"c\n", b"x\n1\n")}
+    assert all(p.exists() for p in paths)
     assert LocalArtifactStore(store_root).missing(staged) == staged  # the staged pack never became visible
     _assert_every_blob_complete(store_root)
     assert _leftovers(store_root) == []

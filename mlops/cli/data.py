@@ -45,6 +45,11 @@ def _echo_deliveries(deliveries: list[object], messages: list[str]) -> None:
 @click.option("--tag", "tags", multiple=True, metavar="K=V")
 @click.option("--owner", help="Owner of a dataset that does not exist yet (default: your git e-mail).")
 @click.option("--no-profile", is_flag=True, help="Store the files only: no table profile, no quality rules.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Processes that hash small files (default: one per CPU, when there are enough files to share).",
+)
 @repo_option
 @commit_options
 def snapshot(
@@ -55,6 +60,7 @@ def snapshot(
     tags: tuple[str, ...],
     owner: str | None,
     no_profile: bool,
+    jobs: int | None,
     repo: Path,
     no_commit: bool,
     branch: str | None,
@@ -63,9 +69,9 @@ def snapshot(
     remote: str,
 ) -> None:
     """Snapshot the file or folder at PATH as a new, immutable version of dataset NAME."""
-    from mlops.reports.datasets import render_snapshot
-    from mlops.services.datasets import SnapshotRequest
-    from mlops.services.datasets import snapshot as take_snapshot
+    # Only the light first half of a snapshot is imported here: it starts hashing before the rest loads.
+    from mlops.services.snapshot import SnapshotRequest
+    from mlops.services.snapshot import snapshot as take_snapshot
 
     request = SnapshotRequest(
         path=path,
@@ -82,7 +88,10 @@ def snapshot(
         commit_settings(no_commit, branch, push_, pull_request, remote),
         hash_progress=progress_printer("hashing"),
         store_progress=progress_printer("storing"),
+        jobs=jobs,
     )
+    from mlops.reports.datasets import render_snapshot
+
     for line in render_snapshot(result):
         click.echo(line)
     from mlops.cli.main import request_fast_exit

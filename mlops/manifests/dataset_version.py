@@ -116,7 +116,12 @@ class ListedFile(Protocol):
 
 def tree_fingerprint(files: Sequence[ListedFile]) -> str:
     """sha256 over the sorted ``path<TAB>digest<TAB>size`` lines: names, contents and sizes all count."""
-    return "sha256:" + hashlib.sha256(files_index_bytes(files)).hexdigest()
+    return index_fingerprint(files_index_bytes(files))
+
+
+def index_fingerprint(index: bytes) -> str:
+    """The fingerprint of a tree whose :func:`files_index_bytes` are ``index`` (the index blob's own digest)."""
+    return "sha256:" + hashlib.sha256(index).hexdigest()
 
 
 def files_index_bytes(files: Sequence[ListedFile]) -> bytes:

@@ -19,10 +19,10 @@ from mlops.services.datasets import (
     DatasetSummary,
     DiffResult,
     GetResult,
-    SnapshotResult,
     VersionDetail,
     human_size,
 )
+from mlops.services.snapshot import SnapshotResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -77,6 +77,7 @@ def render_snapshot(result: SnapshotResult) -> list[str]:
     cached = result.files - result.hashed
     lines.append(
         f"hashed {result.hashed:,} file{'s' if result.hashed != 1 else ''}"
+        + (f" in {result.processes} processes" if result.processes > 1 else "")
         + (f" ({cached:,} unchanged, from the stat cache)" if cached else "")
         + f"; stored {result.stored:,} new blob{'s' if result.stored != 1 else ''} ({human_size(result.stored_bytes)})"
         + (f"; {result.streamed:,} large file(s) hashed while copied into the store" if result.streamed else "")

@@ -1,6 +1,7 @@
 """`mlops data snapshot|list|show|get|diff`: immutable, content-addressed dataset versions (UC-16).
 
-A snapshot hashes every file (in parallel, with a stat cache so an unchanged tree is not read
+A snapshot (started in :mod:`mlops.services.snapshot`, which starts the hashing before this
+module loads) hashes every file (in parallel, with a stat cache so an unchanged tree is not read
 again), stores each blob once in the content-addressed store (a file that did not change
 between versions is not stored again), profiles the table when there is one, runs the
 dataset's quality rules when it has them (UC-16 2a), and writes
@@ -12,17 +13,21 @@ check that can refuse (unreadable tables, files changing under us, a version num
 other content) runs before the first blob is stored, and the manifest is written last. The
 one thing a late failure (a commit git refuses, say) can leave behind is blobs nobody points
 at: content-addressed, unreachable and harmless.
+
+"Files changing under us": each file is checked (stat before and after, bytes read against
+the size) as it is read, by whichever process hashes it, and its bytes go to the store from
+memory, so what is stored is what was hashed. A table is read again for its profile: the whole
+tree is checked once more after that, so the profile is of the bytes hashed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -35,15 +40,14 @@ from mlops.loader.hashing import (
     FileChanged,
     HashCache,
     HashedFile,
+    HashRun,
     ScannedFile,
     ensure_unchanged,
-    hash_files,
-    scan,
 )
 from mlops.loader.manifest_io import render_manifest
 from mlops.manifests import Dataset, DatasetVersion, ModelVersion, Pipeline, QualityRules
 from mlops.manifests.base import API_VERSION, check_name, parse_versioned_uri, version_key
-from mlops.manifests.dataset_version import ListedFile, files_index_bytes, tree_fingerprint
+from mlops.manifests.dataset_version import ListedFile, files_index_bytes, index_fingerprint
 from mlops.services.data_tables import Table, TableSource, read_tables, table_format
 from mlops.services.data_versions import (
     LoadedRules,
@@ -57,6 +61,7 @@ from mlops.services.data_versions import (
     version_table,
 )
 from mlops.services.repository import load_index, repo_root
+from mlops.services.snapshot import SnapshotRequest, SnapshotResult, SnapshotStart
 from mlops.services.store import repo_store
 from mlops.stores.artifacts import ArtifactStore, LocalArtifactStore
 from mlops.validation.index import RepoIndex
@@ -64,8 +69,7 @@ from mlops.validation.index import RepoIndex
 if TYPE_CHECKING:
     from mlops.analysis.quality import QualityResult
     from mlops.analysis.tabular import FileDiff, RowDiff, SchemaDiff, TableProfile
-    from mlops.services.publish import CommitOptions, Publication
-    from mlops.stores.notify import Delivery
+    from mlops.services.publish import CommitOptions
     from mlops.stores.packs import PackWriter
 
 Progress = Callable[[int, int], None]
@@ -81,53 +85,9 @@ class VersionConflict(MlopsError):
     exit_code = 1
 
 
-@dataclass(frozen=True)
-class SnapshotRequest:
-    path: Path
-    name: str
-    version: int | None = None  # None: the next free number
-    description: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    owner: str | None = None  # for a dataset that does not exist yet
-    profile: bool = True  # read tables (schema, rows, statistics) and run quality rules
-
-
-@dataclass
-class SnapshotResult:
-    key: str
-    path: str  # the manifest's repository path
-    created: bool  # False: the same content is already registered as ``key``
-    fingerprint: str
-    files: int
-    size: int
-    hashed: int  # files read (the rest came from the stat cache)
-    stored: int  # blobs the store did not have
-    stored_bytes: int
-    streamed: int = 0  # large files hashed while they were copied into the store (new or not)
-    format: str | None = None
-    rows: int | None = None
-    columns: int = 0
-    quality: QualityResult | None = None
-    rules: str | None = None
-    notes: list[str] = field(default_factory=list)
-    publication: Publication | None = None
-    deliveries: list[Delivery] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)  # stdout notifications, for the CLI to print
-
-    @property
-    def uri(self) -> str:
-        return f"dataset://{self.key}"
-
-
-def snapshot(
-    root: Path,
-    request: SnapshotRequest,
-    options: CommitOptions,
-    hash_progress: Progress | None = None,
-    store_progress: Progress | None = None,
-    now: dt.datetime | None = None,
-) -> SnapshotResult:
-    root = repo_root(root)
+def register_snapshot(start: SnapshotStart, now: dt.datetime | None = None) -> SnapshotResult:
+    """The rest of :func:`mlops.services.snapshot.snapshot`, while (or after) its workers hash the small files."""
+    root, request = start.root, start.request
     try:
         check_name(request.name)
     except ValueError as exc:
@@ -137,13 +97,20 @@ def snapshot(
     index = load_index(root)
     if index.find(Dataset, request.name) is None and broken in index.broken_paths:
         raise InputError(f"{broken} has problems; `mlops validate` names them")
-
-    scanned = scan(request.path)
-    cache = HashCache.for_repo(root)
-    store = repo_store(root)
-    with _pack_writer(store) as pack:
-        job = _Job(root, request, options, index, cache, store, pack, hash_progress, store_progress, now)
-        return _snapshot_into(job, scanned)
+    job = _Job(
+        root,
+        request,
+        start.options,
+        index,
+        start.cache,
+        start.store,
+        start.pack,
+        start.run,
+        start.hash_progress,
+        start.store_progress,
+        now,
+    )
+    return _snapshot_into(job, start.scanned)
 
 
 class _File(NamedTuple):
@@ -165,24 +132,15 @@ class _Job:
     cache: HashCache
     store: ArtifactStore
     pack: PackWriter | None  # where small blobs go as they are hashed (a local store)
+    run: HashRun  # hashing started before this module was imported
     hash_progress: Progress | None
     store_progress: Progress | None
     now: dt.datetime
 
 
-@contextlib.contextmanager
-def _pack_writer(store: ArtifactStore) -> Iterator[PackWriter | None]:
-    """A local store takes small blobs as they are hashed, into one pack made visible only by commit()."""
-    if not isinstance(store, LocalArtifactStore):
-        yield None
-        return
-    with store.pack_writer() as pack:  # left without commit() (a refusal, a failure): nothing stays behind
-        yield pack
-
-
 def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     root, request, index, now = job.root, job.request, job.index, job.now
-    cache, store, pack = job.cache, job.store, job.pack
+    cache, store = job.cache, job.store
     rules = repo_rules(index, request.name) if request.profile else None
     dataset = index.find(Dataset, request.name)
     direct = _direct_candidates(root, request, scanned, cache, store)
@@ -193,8 +151,8 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         # first, so a refusal still leaves the store as it was.
         early = _analyze(request, scanned, rules, index, store, now)
         _check_unchanged(scanned)
-    sink = None if pack is None else pack.add_hashed  # small files' bytes, staged as they are hashed
-    hashed, read = hash_files([s for s in scanned if s.rel not in direct], cache, job.hash_progress, sink=sink)
+    identity = _while_workers_hash(root) if job.run.processes > 1 else None
+    hashed, read = job.run.finish(job.hash_progress, skip=direct)
     if direct:
         hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
         read += len(direct)
@@ -204,7 +162,8 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     # Plain records, not DataFile models: the scan already refused every name a DataFile would (see
     # hashing._check_name), and 10,000 models cost more than hashing a tenth of the files.
     files = [_File(h.rel, h.digest, h.key[0]) for h in hashed]
-    fingerprint = tree_fingerprint(files)
+    index_bytes = files_index_bytes(files)  # the fingerprint's input, and the filesIndex blob of a large tree
+    fingerprint = index_fingerprint(index_bytes)
     size = sum(f.size for f in files)
     existing = _same_content(index, request.name, fingerprint)
     number = _pick_version(root, index, request, fingerprint, existing)
@@ -220,10 +179,11 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         stored=0,
         stored_bytes=0,
         streamed=len(direct),
+        processes=job.run.processes,
     )
     if existing is not None:
         # Same content, already registered: nothing to write. Blobs a fresh store lacks are put back.
-        _store_blobs(job, hashed, files, result, existing.spec.filesIndex is not None)
+        _store_blobs(job, hashed, files, result, index_bytes if existing.spec.filesIndex is not None else None)
         result.format, result.rows = existing.spec.format, existing.spec.rows
         result.columns = len(existing.spec.columns)
         return result
@@ -235,10 +195,11 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     analysis = early if early is not None else _analyze(request, hashed, rules, index, store, now)
     table, profile, quality = analysis.table, analysis.profile, analysis.quality
     result.notes.extend(analysis.notes)
-    _check_unchanged(hashed)
+    if table is not None:
+        _check_unchanged(hashed)  # the table read is of the bytes hashed (each file read was checked as it was hashed)
 
     with_index = len(files) > INLINE_FILES
-    if _store_blobs(job, hashed, files, result, with_index):
+    if _store_blobs(job, hashed, files, result, index_bytes if with_index else None):
         _check_unchanged(hashed)  # files were read again to be stored: the bytes stored are the bytes hashed
     index_digest = fingerprint if with_index else None
 
@@ -247,7 +208,8 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     result.columns = 0 if profile is None else len(profile.columns)
     result.quality = quality
     result.rules = rules.path if rules is not None and quality is not None else None
-    data = _version_data(root, request, number, files, fingerprint, size, index_digest, result, profile, rules, now)
+    who = identity if identity is not None else git_identity(root)
+    data = _version_data(who, request, number, files, fingerprint, size, index_digest, result, profile, rules, now)
     changes = {result.path: render_manifest(result.path, data)}
     if dataset is None:
         changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
@@ -256,6 +218,16 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         notification = notification_for(key, quality, result.publication.commit)
         result.deliveries = notify(root, rules, notification, result.messages.append)
     return result
+
+
+def _while_workers_hash(root: Path) -> str | None:
+    """Work a new version needs, done while forked workers hash (this process's time is free until it joins them):
+    the modules that register it, and the committer's identity. An unchanged tree forks no workers."""
+    import mlops.services.data_quality
+    import mlops.services.publish  # noqa: F401
+
+    DatasetVersion.model_rebuild()  # its validator (built on first use) checks the new manifest
+    return git_identity(root)
 
 
 @dataclass(frozen=True)
@@ -380,20 +352,22 @@ def _check_unchanged(hashed: Sequence[ScannedFile | HashedFile]) -> None:
         ensure_unchanged(h.path, h.key)
 
 
-def _store_blobs(job: _Job, hashed: list[HashedFile], files: list[_File], result: SnapshotResult, index: bool) -> bool:
-    """Make every blob of ``files`` (and their list, when ``index``) durable in the store; True if files were re-read.
+def _store_blobs(
+    job: _Job, hashed: list[HashedFile], files: list[_File], result: SnapshotResult, index: bytes | None
+) -> bool:
+    """Make every blob of ``files`` (and ``index``, their list) durable in the store; True if files were re-read.
 
     Blobs staged in the pack while hashing become visible first; what the store still lacks after that (files
     the stat cache knew, so nobody read them, in a store that lost their blobs) is read and stored now.
     """
     store, pack = job.store, job.pack
     if pack is not None:
-        result.stored, result.stored_bytes = pack.staged, pack.staged_bytes
-        if index:
-            pack.add_hashed(result.fingerprint, files_index_bytes(files))  # its digest is the fingerprint
+        result.stored, result.stored_bytes = pack.staged_with_parts
+        if index is not None:
+            pack.add_hashed(result.fingerprint, index)  # its digest is the fingerprint
         pack.commit()
-    elif index:
-        _store_index(store, files, result.fingerprint)
+    elif index is not None:
+        _store_index(store, index, result.fingerprint)
     missing = store.missing(f.digest for f in files)
     todo: dict[str, HashedFile] = {}
     for h in hashed:
@@ -419,12 +393,12 @@ def _store_blobs(job: _Job, hashed: list[HashedFile], files: list[_File], result
     return True
 
 
-def _store_index(store: ArtifactStore, files: Sequence[ListedFile], fingerprint: str) -> None:
+def _store_index(store: ArtifactStore, index: bytes, fingerprint: str) -> None:
     if store.has(fingerprint):
         return
     with tempfile.TemporaryDirectory(prefix="mlops-index-") as tmp:
         target = Path(tmp) / "index"
-        target.write_bytes(files_index_bytes(files))
+        target.write_bytes(index)
         digest, _ = store.put_file(target)
     assert digest == fingerprint, "the file index hashes to the fingerprint by construction"
 
@@ -446,7 +420,7 @@ def _suffix(rel: str) -> str:
 
 
 def _version_data(
-    root: Path,
+    who: str | None,
     request: SnapshotRequest,
     number: int,
     files: list[_File],
@@ -482,7 +456,6 @@ def _version_data(
         spec["quality"] = quality_block(result.quality, rules.path, now)
     if request.tags:
         spec["tags"] = dict(request.tags)
-    who = git_identity(root)
     if who:
         spec["createdBy"] = who
     spec["createdAt"] = iso(now)
