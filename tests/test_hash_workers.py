@@ -123,14 +123,14 @@ from mlops.stores.artifacts import LocalArtifactStore
 source, store_root, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 store = LocalArtifactStore(store_root)
 scanned = scan(source)
+if mode == "remove-one":
+    (source / "d1" / "f00105.bin").unlink()  # after the scan listed it: whichever process reads it finds it gone
 out = {}
 try:
     with store.pack_writer() as pack, start_hashing(scanned, HashCache(None), 3, pack) as run:
         out["processes"] = run.processes
         if mode == "fail-before-join":
             raise RuntimeError("the parent failed while the workers hashed")
-        if mode == "remove-one":
-            (source / "d1" / "f00105.bin").unlink()
         hashed, read = run.finish()
         out["stored"] = pack.staged_with_parts[0]
         pack.commit()
@@ -167,7 +167,7 @@ def test_forked_workers_hash_like_hashlib_and_their_packs_are_committed_with_the
     assert out["read"] == 500
     assert out["stored"] == 450  # contents staged by two processes are counted once
     assert out["missing"] == 0  # every blob readable from the committed packs
-    assert out["packs"] == 3  # the parent's and each worker's, all visible at once
+    assert 1 <= out["packs"] <= 3  # one per process that staged anything (a slow starter may find the queue empty)
     assert out["leftovers"] == []
 
 
@@ -180,7 +180,7 @@ def test_a_parent_failure_while_workers_hash_leaves_the_store_as_it_was(tmp_path
     assert out["leftovers"] == []  # the workers' pack files are removed with the parent's
 
 
-def test_a_file_removed_while_the_workers_hash_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+def test_a_file_gone_before_it_is_read_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     _tree(tmp_path / "src", 500)
     out = run_python(SCRIPT, str(tmp_path / "src"), str(tmp_path / "store"), "remove-one")
     path = tmp_path / "src" / "d1" / "f00105.bin"

@@ -151,7 +151,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         # first, so a refusal still leaves the store as it was.
         early = _analyze(request, scanned, rules, index, store, now)
         _check_unchanged(scanned)
-    identity = _while_workers_hash(root) if job.run.processes > 1 else None
+    identity = _while_workers_hash(root, rules is not None) if job.run.processes > 1 else None
     hashed, read = job.run.finish(job.hash_progress, skip=direct)
     if direct:
         hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
@@ -189,7 +189,6 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         return result
 
     # Only a new version needs what follows; an unchanged re-snapshot never imports it.
-    from mlops.services.data_quality import notification_for, notify
     from mlops.services.publish import publish
 
     analysis = early if early is not None else _analyze(request, hashed, rules, index, store, now)
@@ -215,16 +214,20 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
     result.publication = publish(root, changes, _message(key, data, request, result), job.options)
     if quality is not None and rules is not None:
+        from mlops.services.data_quality import notification_for, notify
+
         notification = notification_for(key, quality, result.publication.commit)
         result.deliveries = notify(root, rules, notification, result.messages.append)
     return result
 
 
-def _while_workers_hash(root: Path) -> str | None:
+def _while_workers_hash(root: Path, rules: bool) -> str | None:
     """Work a new version needs, done while forked workers hash (this process's time is free until it joins them):
     the modules that register it, and the committer's identity. An unchanged tree forks no workers."""
-    import mlops.services.data_quality
-    import mlops.services.publish  # noqa: F401
+    import mlops.services.publish
+
+    if rules:
+        import mlops.services.data_quality  # noqa: F401
 
     DatasetVersion.model_rebuild()  # its validator (built on first use) checks the new manifest
     return git_identity(root)
