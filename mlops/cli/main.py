@@ -76,10 +76,6 @@ def cli(show_traceback: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every user-caused error ends as one message per problem and an exit code."""
-    # pydantic looks for plugins (observability hooks) by scanning every installed package's entry points
-    # when the first model is built: 30-40 ms of every command, for hooks on our own internal models that
-    # nobody installs. A user who does want them sets the variable to something else.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     if argv is not None:  # called in-process (tests, other programs): always a plain SystemExit
         _main(argv)
     _State.fast_exit = False
