@@ -40,7 +40,6 @@ from mlops.loader.hashing import (
     FileChanged,
     HashCache,
     HashedFile,
-    HashRun,
     ScannedFile,
     ensure_unchanged,
 )
@@ -69,8 +68,6 @@ from mlops.validation.index import RepoIndex
 if TYPE_CHECKING:
     from mlops.analysis.quality import QualityResult
     from mlops.analysis.tabular import FileDiff, RowDiff, SchemaDiff, TableProfile
-    from mlops.services.publish import CommitOptions
-    from mlops.stores.packs import PackWriter
 
 Progress = Callable[[int, int], None]
 
@@ -97,20 +94,7 @@ def register_snapshot(start: SnapshotStart, now: dt.datetime | None = None) -> S
     index = load_index(root)
     if index.find(Dataset, request.name) is None and broken in index.broken_paths:
         raise InputError(f"{broken} has problems; `mlops validate` names them")
-    job = _Job(
-        root,
-        request,
-        start.options,
-        index,
-        start.cache,
-        start.store,
-        start.pack,
-        start.run,
-        start.hash_progress,
-        start.store_progress,
-        now,
-    )
-    return _snapshot_into(job, start.scanned)
+    return _snapshot_into(_Job(start, index, now), start.scanned)
 
 
 class _File(NamedTuple):
@@ -123,24 +107,16 @@ class _File(NamedTuple):
 
 @dataclass(frozen=True)
 class _Job:
-    """Everything one snapshot works with, besides the files."""
+    """Everything one snapshot works with: what the first half started, the repository index, the time."""
 
-    root: Path
-    request: SnapshotRequest
-    options: CommitOptions
+    start: SnapshotStart
     index: RepoIndex
-    cache: HashCache
-    store: ArtifactStore
-    pack: PackWriter | None  # where small blobs go as they are hashed (a local store)
-    run: HashRun  # hashing started before this module was imported
-    hash_progress: Progress | None
-    store_progress: Progress | None
     now: dt.datetime
 
 
 def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
-    root, request, index, now = job.root, job.request, job.index, job.now
-    cache, store = job.cache, job.store
+    root, request, index, now = job.start.root, job.start.request, job.index, job.now
+    cache, store = job.start.cache, job.start.store
     rules = repo_rules(index, request.name) if request.profile else None
     dataset = index.find(Dataset, request.name)
     direct = _direct_candidates(root, request, scanned, cache, store)
@@ -151,8 +127,8 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         # first, so a refusal still leaves the store as it was.
         early = _analyze(request, scanned, rules, index, store, now)
         _check_unchanged(scanned)
-    identity = _while_workers_hash(root, rules is not None) if job.run.processes > 1 else None
-    hashed, read = job.run.finish(job.hash_progress, skip=direct)
+    identity = _while_workers_hash(root, rules is not None) if job.start.run.processes > 1 else None
+    hashed, read = job.start.run.finish(job.start.hash_progress, skip=direct)
     if direct:
         hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
         read += len(direct)
@@ -179,7 +155,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         stored=0,
         stored_bytes=0,
         streamed=len(direct),
-        processes=job.run.processes,
+        processes=job.start.run.processes,
     )
     if existing is not None:
         # Same content, already registered: nothing to write. Blobs a fresh store lacks are put back.
@@ -212,7 +188,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     changes = {result.path: render_manifest(result.path, data)}
     if dataset is None:
         changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
-    result.publication = publish(root, changes, _message(key, data, request, result), job.options)
+    result.publication = publish(root, changes, _message(key, data, request, result), job.start.options)
     if quality is not None and rules is not None:
         from mlops.services.data_quality import notification_for, notify
 
@@ -363,7 +339,7 @@ def _store_blobs(
     Blobs staged in the pack while hashing become visible first; what the store still lacks after that (files
     the stat cache knew, so nobody read them, in a store that lost their blobs) is read and stored now.
     """
-    store, pack = job.store, job.pack
+    store, pack = job.start.store, job.start.pack
     if pack is not None:
         result.stored, result.stored_bytes = pack.staged_with_parts
         if index is not None:
@@ -381,7 +357,7 @@ def _store_blobs(
     # One batch: the local store makes every blob durable with one sync instead of one fsync per file.
     pending = list(todo.values())
     try:
-        stored = store.put_files([h.path for h in pending], job.store_progress)
+        stored = store.put_files([h.path for h in pending], job.start.store_progress)
     except StoreError:
         _check_unchanged(pending)  # a file that moved or vanished explains the failure better than the store
         raise
