@@ -87,46 +87,76 @@ def validate_repository(
         if recording:
             reused, documents = _reuse(root, documents, blobs, cache, rules)
         report = ValidationReport(root=root, documents=len(documents), base=base, reused=reused is not None)
-        verdict: Verdict | None = None
-        code: CodeInputs | None = None
-        if reused is not None:
-            problems = reused.problems
-            artifacts = list(reused.recorded.artifacts)
-        else:
-            verdict = check_repository(_indexed(documents, cache))
-            # Read before the check reads the files: a file changed in between then only fails the next reuse.
-            code = _code_inputs(root, _code_modules(verdict.index)) if recording else None
-            verdict.problems.extend(pipeline_code_problems(root, verdict.index))
-            problems = verdict.problems
-            artifacts = artifact_uses(verdict.index)
+        decision = _from_reused(reused) if reused is not None else _decide(root, documents, cache, recording)
+        problems = decision.problems  # the verdict's own list: the change checks below add to it
         decided = len(problems)  # what a verdict records: the store is asked every time
         if check_store:
-            report.store_url, missing = _check_store(settings.store, root, artifacts)
+            report.store_url, missing = _check_store(settings.store, root, decision.artifacts)
             problems.extend(missing)
         if base is not None:
-            assert verdict is not None
-            from mlops.loader.git import snapshot_at  # GitPython only when a base is asked for
-
-            base_snapshot = snapshot_at(root, base)
-            base_index = _indexed(load_documents(base_snapshot, cache), cache).index
-            check_change(base_index, verdict)
-            from mlops.services.gates import change_gate_problems
-
-            verdict.problems.extend(change_gate_problems(root, base, base_index, verdict.index, verdict.changes))
-            report.base = base_snapshot.label
-            report.changes = verdict.changes
+            assert decision.verdict is not None
+            _check_change(root, base, cache, decision.verdict, report)
         located = _located(problems, worktree)
         if recording:
-            if reused is not None:
-                # The recorded verdict stands for these documents as it is. Rewriting it (2 MB for 10,000 files)
-                # pays once problems had to be placed again (not again next time), or many files differ.
-                if not reused.placed or len(reused.changed) > _REWRITE_AFTER:
-                    cache.write_verdict(updated(reused.recorded, blobs, located[:decided]).dump())
-            elif verdict is not None and code is not None:
-                made = record(rules, blobs, verdict.index, problems[:decided], located[:decided], code)
-                cache.write_verdict(made.dump())
+            _record_verdict(cache, rules, blobs, reused, decision, decided, located)
         report.problems = sorted(located, key=lambda p: (p.path, p.line or 0, p.col or 0, p.message))
     return report
+
+
+@dataclass
+class _Decision:
+    """What the rules said (or what a reused verdict says they would), before the store and the change checks."""
+
+    problems: list[Problem]
+    artifacts: list[ArtifactUse]
+    verdict: Verdict | None = None  # None when reused: the rules did not run
+    code: CodeInputs | None = None  # the step code the verdict depends on, when it is to be recorded
+
+
+def _from_reused(reused: _Reused) -> _Decision:
+    return _Decision(reused.problems, list(reused.recorded.artifacts))
+
+
+def _decide(root: Path, documents: list[SourceDocument], cache: ParseCache, recording: bool) -> _Decision:
+    verdict = check_repository(_indexed(documents, cache))
+    # Read before the check reads the files: a file changed in between then only fails the next reuse.
+    code = _code_inputs(root, _code_modules(verdict.index)) if recording else None
+    verdict.problems.extend(pipeline_code_problems(root, verdict.index))
+    return _Decision(verdict.problems, artifact_uses(verdict.index), verdict, code)
+
+
+def _check_change(root: Path, base: str, cache: ParseCache, verdict: Verdict, report: ValidationReport) -> None:
+    """Add to ``verdict`` what the change from ``base`` breaks: immutable fields, gates, approvals."""
+    from mlops.loader.git import snapshot_at  # GitPython only when a base is asked for
+    from mlops.services.gates import change_gate_problems
+
+    base_snapshot = snapshot_at(root, base)
+    base_index = _indexed(load_documents(base_snapshot, cache), cache).index
+    check_change(base_index, verdict)
+    verdict.problems.extend(change_gate_problems(root, base, base_index, verdict.index, verdict.changes))
+    report.base = base_snapshot.label
+    report.changes = verdict.changes
+
+
+def _record_verdict(
+    cache: ParseCache,
+    rules: str,
+    blobs: dict[str, str | None],
+    reused: _Reused | None,
+    decision: _Decision,
+    decided: int,
+    located: list[Problem],
+) -> None:
+    """Keep the verdict for the next run: the first ``decided`` problems (``located``: placed), not the store's."""
+    if reused is not None:
+        # The recorded verdict stands for these documents as it is. Rewriting it (2 MB for 10,000 files)
+        # pays once problems had to be placed again (not again next time), or many files differ.
+        if not reused.placed or len(reused.changed) > _REWRITE_AFTER:
+            cache.write_verdict(updated(reused.recorded, blobs, located[:decided]).dump())
+    elif decision.verdict is not None and decision.code is not None:
+        problems, placed = decision.problems[:decided], located[:decided]
+        made = record(rules, blobs, decision.verdict.index, problems, placed, decision.code)
+        cache.write_verdict(made.dump())
 
 
 @dataclass
