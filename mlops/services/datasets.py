@@ -43,7 +43,6 @@ from mlops.loader.hashing import (
     ScannedFile,
     ensure_unchanged,
 )
-from mlops.loader.manifest_io import render_manifest
 from mlops.manifests import Dataset, DatasetVersion, ModelVersion, Pipeline, QualityRules
 from mlops.manifests.base import API_VERSION, check_name, parse_versioned_uri, version_key
 from mlops.manifests.dataset_version import ListedFile, files_index_bytes, index_fingerprint
@@ -185,6 +184,8 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     result.rules = rules.path if rules is not None and quality is not None else None
     who = identity if identity is not None else git_identity(root)
     data = _version_data(who, request, number, files, fingerprint, size, index_digest, result, profile, rules, now)
+    from mlops.loader.manifest_io import render_manifest  # ruamel: only a new version is written
+
     changes = {result.path: render_manifest(result.path, data)}
     if dataset is None:
         changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
@@ -200,6 +201,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
 def _while_workers_hash(root: Path, rules: bool) -> str | None:
     """Work a new version needs, done while forked workers hash (this process's time is free until it joins them):
     the modules that register it, and the committer's identity. An unchanged tree forks no workers."""
+    import mlops.loader.manifest_io
     import mlops.services.publish
 
     if rules:
@@ -463,6 +465,8 @@ def _new_dataset_text(root: Path, request: SnapshotRequest) -> str:
         Dataset.model_validate(data)
     except ValidationError as exc:
         raise UsageError(f"cannot create dataset {request.name!r}: {exc.errors()[0]['msg']}") from None
+    from mlops.loader.manifest_io import render_manifest
+
     return render_manifest(path, data)
 
 
