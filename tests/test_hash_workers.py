@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_mlops
+from s3_server import moto_s3_bucket
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
 
@@ -220,3 +221,28 @@ def test_the_cli_hashes_with_the_processes_asked_for_and_gets_back_every_byte(
         return next(line.split()[1] for line in out.splitlines() if line.startswith("fingerprint "))
 
     assert fingerprint(serial.out) == fingerprint(done.stdout)
+
+
+def test_with_an_s3_store_workers_only_hash_and_the_command_uploads(example_repo: Path, tmp_path: Path) -> None:
+    """A remote store takes no packs: the workers hash, the command uploads what the store lacks, once each."""
+    contents = _tree(tmp_path / "src", 1200)
+    with moto_s3_bucket("hashing") as endpoint:
+        env = {**os.environ, "MLOPS_STORE": "s3://hashing/team", "MLOPS_S3_ENDPOINT_URL": endpoint}
+        mlops = [str(Path(sys.executable).with_name("mlops")), "data"]
+        repo = ["--repo", str(example_repo)]
+        take = ["snapshot", str(tmp_path / "src"), "--name", "remote", "--owner", "o@example.com", "--jobs", "2"]
+        done = subprocess.run(
+            [*mlops, *take, *repo],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "hashed 1,200 files in 2 processes; stored 450 new blobs" in done.stdout
+        back = subprocess.run(
+            [*mlops, "get", "remote@1", str(tmp_path / "back"), *repo], capture_output=True, text=True, env=env
+        )
+        assert back.returncode == 0, back.stderr
+    got = {str(p.relative_to(tmp_path / "back")): p.read_bytes() for p in (tmp_path / "back").rglob("*.bin")}
+    assert got == contents
