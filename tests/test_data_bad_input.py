@@ -212,9 +212,9 @@ def test_a_file_that_changes_after_hashing_and_before_storing_registers_nothing(
 ) -> None:
     """The second line of defence: the tables are read after hashing, then every file is stat'ed again."""
     folder = folder_with(tmp_path, {"a.csv": "x\n1\n"})
-    from mlops.services import datasets
+    from mlops.services import snapshot_register
 
-    real = datasets._read_table
+    real = snapshot_register._read_table
 
     def read_then_rewrite(source: Path, hashed: list[hashing.HashedFile]) -> object:
         out = real(source, hashed)
@@ -222,7 +222,7 @@ def test_a_file_that_changes_after_hashing_and_before_storing_registers_nothing(
         os.utime(folder / "a.csv", ns=(1, 1))
         return out
 
-    monkeypatch.setattr(datasets, "_read_table", read_then_rewrite)
+    monkeypatch.setattr(snapshot_register, "_read_table", read_then_rewrite)
     before = state(example_repo)
     result = data(example_repo, "snapshot", str(folder), "--name", "orders", "--owner", "o@example.com")
     refused(
@@ -348,10 +348,10 @@ def test_large_files_are_hashed_while_stored_and_still_checked(
     """Files over DIRECT_STORE_BYTES go straight into the local store (one read): same digests, same refusals."""
     import hashlib
 
-    from mlops.services import datasets
+    from mlops.services import snapshot_register
     from mlops.stores.artifacts import LocalArtifactStore
 
-    monkeypatch.setattr(datasets, "DIRECT_STORE_BYTES", 1000)
+    monkeypatch.setattr(snapshot_register, "DIRECT_STORE_BYTES", 1000)
     big = "x\n" + "".join(f"{i}\n" for i in range(1000))
     folder = folder_with(tmp_path, {"big.csv": big, "small.txt": "s"})
     result = data(example_repo, "snapshot", str(folder), "--name", "orders", "--owner", "o@example.com")

@@ -373,9 +373,9 @@ def test_a_file_removed_before_the_pack_is_committed_leaves_no_pack(
     paths = _files(folder, [b"a\n", b"b\n", b"c\n"])
     table = folder / "t.csv"
     table.write_bytes(b"x\n1\n")
-    from mlops.services import datasets
+    from mlops.services import snapshot_register
 
-    real = datasets._analyze
+    real = snapshot_register._analyze
 
     def analyze_then_remove(*args: object) -> object:
         out = real(*args)  # type: ignore[arg-type]
@@ -384,7 +384,7 @@ def test_a_file_removed_before_the_pack_is_committed_leaves_no_pack(
         table.unlink()
         return out
 
-    monkeypatch.setattr(datasets, "_analyze", analyze_then_remove)
+    monkeypatch.setattr(snapshot_register, "_analyze", analyze_then_remove)
     result = run_mlops(
         "data", "snapshot", str(folder), "--name", "gone", "--owner", "o@example.com", "--repo", str(example_repo)
     )

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from mlops.services.data_versions import human_size
 from mlops.services.datasets import (
     DatasetSummary,
     DiffResult,
     GetResult,
     VersionDetail,
-    human_size,
 )
 from mlops.services.snapshot import SnapshotResult
 

@@ -206,3 +206,11 @@ def version_table(store: ArtifactStore, version: DatasetVersion) -> Iterator[Tab
         ]
         table, _ = read_tables(sources)
         yield table
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

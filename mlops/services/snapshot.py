@@ -1,11 +1,11 @@
 """`mlops data snapshot`, first half: find the files and start hashing them before anything else loads.
 
 A snapshot of many small files is mostly hashing, and a command's start-up is mostly imports (the
-manifest models, the repository index, git). This module imports neither: it scans the source,
-opens the store, and starts :func:`~mlops.loader.hashing.start_hashing`, whose forked workers
-hash the small files while this process imports :mod:`mlops.services.datasets` and reads the
-repository. :func:`~mlops.services.datasets.register_snapshot` then joins the hashing and does the
-rest (see its module for the order of checks).
+manifest models, the repository index, git). This module imports neither: it scans the source, opens
+the store, and starts :func:`~mlops.loader.hashing.start_hashing`, whose forked workers hash the
+small files while this process imports :mod:`mlops.services.snapshot_register` and reads the
+repository. :func:`~mlops.services.snapshot_register.register_snapshot` then joins the hashing and
+does the rest (see its module for the order of checks).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def snapshot(
     cache = HashCache.for_repo(root)
     store = repo_store(root)
     with _pack_writer(store) as pack, start_hashing(scanned, cache, jobs, pack) as run:
-        from mlops.services.datasets import register_snapshot  # imported while the workers hash
+        from mlops.services.snapshot_register import register_snapshot  # imported while the workers hash
 
         start = SnapshotStart(root, request, options, scanned, cache, store, pack, run, hash_progress, store_progress)
         return register_snapshot(start, now)

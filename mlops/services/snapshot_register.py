@@ -1,0 +1,481 @@
+"""`mlops data snapshot`, second half: register the version the first half started hashing (UC-16).
+
+A snapshot (started in :mod:`mlops.services.snapshot`, which starts the hashing before this
+module loads) hashes every file (in parallel, with a stat cache so an unchanged tree is not read
+again), stores each blob once in the content-addressed store (a file that did not change
+between versions is not stored again), profiles the table when there is one, runs the
+dataset's quality rules when it has them (UC-16 2a), and writes
+``registry/datasets/<name>/versions/<n>.yaml`` in one commit. The version is addressed as
+``dataset://<name>@<n>`` from then on.
+
+Order matters for "a failed command leaves the repository and store as they were": every
+check that can refuse (unreadable tables, files changing under us, a version number taken by
+other content) runs before the first blob is stored, and the manifest is written last. The
+one thing a late failure (a commit git refuses, say) can leave behind is blobs nobody points
+at: content-addressed, unreachable and harmless.
+
+"Files changing under us": each file is checked (stat before and after, bytes read against
+the size) as it is read, by whichever process hashes it, and its bytes go to the store from
+memory, so what is stored is what was hashed. A table is read again for its profile: the whole
+tree is checked once more after that, so the profile is of the bytes hashed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pydantic import ValidationError
+
+from mlops.errors import InputError, MlopsError, StoreError, UsageError
+from mlops.loader.gitwrite import git_identity
+from mlops.loader.hashing import (
+    RACY_NS,
+    FileChanged,
+    HashCache,
+    HashedFile,
+    ScannedFile,
+    ensure_unchanged,
+)
+from mlops.manifests import Dataset, DatasetVersion
+from mlops.manifests.base import API_VERSION, check_name, version_key
+from mlops.manifests.dataset_version import ListedFile, files_index_bytes, index_fingerprint
+from mlops.services.data_tables import Table, TableSource, read_tables, table_format
+from mlops.services.data_versions import (
+    LoadedRules,
+    human_size,
+    iso,
+    registered_numbers,
+    repo_rules,
+    version_path,
+)
+from mlops.services.repository import load_index
+from mlops.services.snapshot import SnapshotRequest, SnapshotResult, SnapshotStart
+from mlops.stores.artifacts import ArtifactStore, LocalArtifactStore
+from mlops.validation.index import RepoIndex
+
+if TYPE_CHECKING:
+    from mlops.analysis.quality import QualityResult
+    from mlops.analysis.tabular import TableProfile
+
+Progress = Callable[[int, int], None]
+
+# Up to this many files are listed in the manifest itself; larger trees keep the list in one store blob
+# (spec.filesIndex), so a 10,000-file snapshot stays a short, reviewable YAML file.
+INLINE_FILES = 200
+
+
+class VersionConflict(MlopsError):
+    """The version number asked for is taken by other content (UC-16 6a)."""
+
+    exit_code = 1
+
+
+def register_snapshot(start: SnapshotStart, now: dt.datetime | None = None) -> SnapshotResult:
+    """The rest of :func:`mlops.services.snapshot.snapshot`, while (or after) its workers hash the small files."""
+    root, request = start.root, start.request
+    try:
+        check_name(request.name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    now = now or dt.datetime.now(dt.UTC)
+    broken = f"registry/datasets/{request.name}/dataset.yaml"
+    index = load_index(root)
+    if index.find(Dataset, request.name) is None and broken in index.broken_paths:
+        raise InputError(f"{broken} has problems; `mlops validate` names them")
+    return _snapshot_into(_Job(start, index, now), start.scanned)
+
+
+class _File(NamedTuple):
+    """One entry of the file list (the fields of a DataFile)."""
+
+    path: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything one snapshot works with: what the first half started, the repository index, the time."""
+
+    start: SnapshotStart
+    index: RepoIndex
+    now: dt.datetime
+
+
+def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
+    root, request, index, now = job.start.root, job.start.request, job.index, job.now
+    cache, store = job.start.cache, job.start.store
+    rules = repo_rules(index, request.name) if request.profile else None
+    dataset = index.find(Dataset, request.name)
+    direct = _direct_candidates(root, request, scanned, cache, store)
+    early: _Analysis | None = None
+    if direct:
+        # Large files the cache does not know go straight into the local store, hashed on the way: one read
+        # instead of two. Everything that can refuse the snapshot (unreadable tables, files that move) runs
+        # first, so a refusal still leaves the store as it was.
+        early = _analyze(request, scanned, rules, index, store, now)
+        _check_unchanged(scanned)
+    identity = _while_workers_hash(root, rules is not None) if job.start.run.processes > 1 else None
+    hashed, read = job.start.run.finish(job.start.hash_progress, skip=direct)
+    if direct:
+        hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
+        read += len(direct)
+    cache.forget_under(_cache_prefix(scanned, request.path), (f.path for f in scanned))
+    cache.save()  # digests are true whatever happens next; a retry need not read the files again
+
+    # Plain records, not DataFile models: the scan already refused every name a DataFile would (see
+    # hashing._check_name), and 10,000 models cost more than hashing a tenth of the files.
+    files = [_File(h.rel, h.digest, h.key[0]) for h in hashed]
+    index_bytes = files_index_bytes(files)  # the fingerprint's input, and the filesIndex blob of a large tree
+    fingerprint = index_fingerprint(index_bytes)
+    size = sum(f.size for f in files)
+    existing = _same_content(index, request.name, fingerprint)
+    number = _pick_version(root, index, request, fingerprint, existing)
+    key = version_key(request.name, number)
+    result = SnapshotResult(
+        key=key,
+        path=version_path(request.name, number),
+        created=existing is None,
+        fingerprint=fingerprint,
+        files=len(files),
+        size=size,
+        hashed=read,
+        stored=0,
+        stored_bytes=0,
+        streamed=len(direct),
+        processes=job.start.run.processes,
+    )
+    if existing is not None:
+        # Same content, already registered: nothing to write. Blobs a fresh store lacks are put back.
+        _store_blobs(job, hashed, files, result, index_bytes if existing.spec.filesIndex is not None else None)
+        result.format, result.rows = existing.spec.format, existing.spec.rows
+        result.columns = len(existing.spec.columns)
+        return result
+
+    # Only a new version needs what follows; an unchanged re-snapshot never imports it.
+    from mlops.services.publish import publish
+
+    analysis = early if early is not None else _analyze(request, hashed, rules, index, store, now)
+    table, profile, quality = analysis.table, analysis.profile, analysis.quality
+    result.notes.extend(analysis.notes)
+    if table is not None:
+        _check_unchanged(hashed)  # the table read is of the bytes hashed (each file read was checked as it was hashed)
+
+    with_index = len(files) > INLINE_FILES
+    if _store_blobs(job, hashed, files, result, index_bytes if with_index else None):
+        _check_unchanged(hashed)  # files were read again to be stored: the bytes stored are the bytes hashed
+    index_digest = fingerprint if with_index else None
+
+    result.format = _format(files, table)
+    result.rows = None if profile is None else profile.rows
+    result.columns = 0 if profile is None else len(profile.columns)
+    result.quality = quality
+    result.rules = rules.path if rules is not None and quality is not None else None
+    who = identity if identity is not None else git_identity(root)
+    data = _version_data(who, request, number, files, fingerprint, size, index_digest, result, profile, rules, now)
+    from mlops.loader.manifest_io import render_manifest  # ruamel: only a new version is written
+
+    changes = {result.path: render_manifest(result.path, data)}
+    if dataset is None:
+        changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
+    result.publication = publish(root, changes, _message(key, data, request, result), job.start.options)
+    if quality is not None and rules is not None:
+        from mlops.services.data_quality import notification_for, notify
+
+        notification = notification_for(key, quality, result.publication.commit)
+        result.deliveries = notify(root, rules, notification, result.messages.append)
+    return result
+
+
+def _while_workers_hash(root: Path, rules: bool) -> str | None:
+    """Work a new version needs, done while forked workers hash (this process's time is free until it joins them):
+    the modules that register it, and the committer's identity. An unchanged tree forks no workers."""
+    import mlops.loader.manifest_io
+    import mlops.services.publish
+
+    if rules:
+        import mlops.services.data_quality  # noqa: F401
+
+    DatasetVersion.model_rebuild()  # its validator (built on first use) checks the new manifest
+    return git_identity(root)
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    table: Table | None
+    profile: TableProfile | None
+    quality: QualityResult | None
+    notes: list[str]
+
+
+def _analyze(
+    request: SnapshotRequest,
+    files: Sequence[ScannedFile | HashedFile],
+    rules: LoadedRules | None,
+    index: RepoIndex,
+    store: ArtifactStore,
+    now: dt.datetime,
+) -> _Analysis:
+    """The table, its profile and the quality rules' verdict (read from the source files)."""
+    if not request.profile:
+        return _Analysis(None, None, None, [])
+    table, notes = _read_table(request.path, files)
+    if table is None:
+        if rules is not None:
+            notes.append(f"quality rules in {rules.path} not run: the snapshot holds no table")
+        return _Analysis(None, None, None, notes)
+    from mlops.analysis.tabular import profile_table
+    from mlops.services.data_quality import run_rules
+
+    profile = profile_table(table.frame)
+    quality = run_rules(table.frame, rules, index, store, now) if rules is not None else None
+    return _Analysis(table, profile, quality, [*notes, *profile.notes])
+
+
+# Larger files are stored while they are hashed (local stores only: a remote one would upload bytes it may hold).
+DIRECT_STORE_BYTES = 64 << 20
+
+
+def _direct_candidates(
+    root: Path, request: SnapshotRequest, scanned: list[ScannedFile], cache: HashCache, store: ArtifactStore
+) -> set[str]:
+    if not isinstance(store, LocalArtifactStore):
+        return set()
+    if request.version is not None and request.version in registered_numbers(root, request.name):
+        return set()  # the content decides between "unchanged" and a conflict: know it before storing anything
+    return {s.rel for s in scanned if s.key[0] > DIRECT_STORE_BYTES and cache.lookup(s.path, s.key) is None}
+
+
+def _store_direct(store: ArtifactStore, direct: list[ScannedFile], cache: HashCache) -> list[HashedFile]:
+    """Put each file in the store, which hashes it while copying; the stat before and after must agree."""
+    stable_before = time.time_ns() - RACY_NS
+    out = []
+    for scanned in direct:
+        try:
+            digest, size = store.put_file(Path(scanned.path))
+        except FileNotFoundError:
+            raise FileChanged(f"{scanned.path}: removed while the snapshot read it; nothing was registered") from None
+        ensure_unchanged(scanned.path, scanned.key, size)
+        hashed = HashedFile(scanned.rel, scanned.path, scanned.key, digest)
+        if max(scanned.key[1], scanned.key[2]) < stable_before:
+            cache.remember(scanned.path, scanned.key, digest)
+        out.append(hashed)
+    return out
+
+
+def _merge(scanned: list[ScannedFile], *parts: list[HashedFile]) -> list[HashedFile]:
+    by_rel = {h.rel: h for part in parts for h in part}
+    return [by_rel[s.rel] for s in scanned]
+
+
+def _cache_prefix(scanned: list[Any], source: Path) -> str:
+    """Where the scanned files' cache entries live (a folder's are under its real path, see hashing.scan)."""
+    if source.is_dir():
+        return os.path.realpath(source).rstrip(os.sep) + os.sep
+    return scanned[0].path if scanned else os.fspath(source)
+
+
+def _same_content(index: RepoIndex, name: str, fingerprint: str) -> DatasetVersion | None:
+    for _, version in index.of(DatasetVersion):
+        if version.metadata.name == name and version.spec.fingerprint.digest == fingerprint:
+            return version
+    return None
+
+
+def _pick_version(
+    root: Path, index: RepoIndex, request: SnapshotRequest, fingerprint: str, existing: DatasetVersion | None
+) -> int:
+    taken = registered_numbers(root, request.name)
+    next_free = (max(taken) + 1) if taken else 1
+    if request.version is None:
+        return existing.spec.version if existing is not None else next_free
+    if existing is not None and existing.spec.version == request.version:
+        return request.version
+    if request.version in taken:
+        key = version_key(request.name, request.version)
+        other = index.find(DatasetVersion, key)
+        what = f"with other content ({other.spec.fingerprint.digest[:19]}...)" if other is not None else "(broken)"
+        same = f"; this content is {existing.key}" if existing is not None else ""
+        raise VersionConflict(
+            f"{key} is already registered {what}{same}; versions are immutable: the next free version is "
+            f"{next_free} (use --version {next_free} or --version auto)"
+        )
+    if existing is not None:
+        raise VersionConflict(
+            f"this content is already registered as {existing.key}; a second version with the same fingerprint "
+            f"would only duplicate it (use dataset://{existing.key})"
+        )
+    return request.version
+
+
+def _read_table(source: Path, hashed: Sequence[ScannedFile | HashedFile]) -> tuple[Table | None, list[str]]:
+    sources = []
+    for h in hashed:
+        fmt = table_format(h.rel)
+        if fmt is not None:
+            sources.append(TableSource(str(source / h.rel) if source.is_dir() else str(source), Path(h.path), fmt))
+    return read_tables(sources)
+
+
+def _check_unchanged(hashed: Sequence[ScannedFile | HashedFile]) -> None:
+    for h in hashed:
+        ensure_unchanged(h.path, h.key)
+
+
+def _store_blobs(
+    job: _Job, hashed: list[HashedFile], files: list[_File], result: SnapshotResult, index: bytes | None
+) -> bool:
+    """Make every blob of ``files`` (and ``index``, their list) durable in the store; True if files were re-read.
+
+    Blobs staged in the pack while hashing become visible first; what the store still lacks after that (files
+    the stat cache knew, so nobody read them, in a store that lost their blobs) is read and stored now.
+    """
+    store, pack = job.start.store, job.start.pack
+    if pack is not None:
+        result.stored, result.stored_bytes = pack.staged_with_parts
+        if index is not None:
+            pack.add_hashed(result.fingerprint, index)  # its digest is the fingerprint
+        pack.commit()
+    elif index is not None:
+        _store_index(store, index, result.fingerprint)
+    missing = store.missing(f.digest for f in files)
+    todo: dict[str, HashedFile] = {}
+    for h in hashed:
+        if h.digest in missing and h.digest not in todo:
+            todo[h.digest] = h  # one blob per distinct content
+    if not todo:
+        return False
+    # One batch: the local store makes every blob durable with one sync instead of one fsync per file.
+    pending = list(todo.values())
+    try:
+        stored = store.put_files([h.path for h in pending], job.start.store_progress)
+    except StoreError:
+        _check_unchanged(pending)  # a file that moved or vanished explains the failure better than the store
+        raise
+    for h, (digest, size) in zip(pending, stored, strict=True):
+        if digest != h.digest or size != h.size:
+            raise FileChanged(
+                f"{h.path} changed while the snapshot read it (hashed {h.digest[:19]}..., stored "
+                f"{digest[:19]}...); nothing was registered: snapshot again once the data is stable"
+            )
+        result.stored_bytes += size
+    result.stored += len(pending)
+    return True
+
+
+def _store_index(store: ArtifactStore, index: bytes, fingerprint: str) -> None:
+    if store.has(fingerprint):
+        return
+    with tempfile.TemporaryDirectory(prefix="mlops-index-") as tmp:
+        target = Path(tmp) / "index"
+        target.write_bytes(index)
+        digest, _ = store.put_file(target)
+    assert digest == fingerprint, "the file index hashes to the fingerprint by construction"
+
+
+def _format(files: Sequence[ListedFile], table: Table | None) -> str:
+    if table is not None:
+        return table.format
+    suffixes = {_suffix(f.path).lower().lstrip(".") for f in files}
+    if len(suffixes) == 1 and "" not in suffixes:
+        return suffixes.pop()
+    return "files"
+
+
+def _suffix(rel: str) -> str:
+    """``PurePosixPath(rel).suffix`` without a Path per file (10,000 of them cost a tenth of a second)."""
+    name = rel.rpartition("/")[2]
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
+
+
+def _version_data(
+    who: str | None,
+    request: SnapshotRequest,
+    number: int,
+    files: list[_File],
+    fingerprint: str,
+    size: int,
+    index_digest: str | None,
+    result: SnapshotResult,
+    profile: TableProfile | None,
+    rules: LoadedRules | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"version": number}
+    if request.description:
+        spec["description"] = request.description
+    spec["fingerprint"] = {"algorithm": "sha256-tree-v1", "digest": fingerprint}
+    spec["size"] = size
+    spec["fileCount"] = len(files)
+    if index_digest is None:
+        spec["files"] = [f._asdict() for f in files]
+    else:
+        spec["filesIndex"] = index_digest
+    spec["format"] = result.format
+    if profile is not None:
+        spec["rows"] = profile.rows
+        spec["columns"] = [c.to_column().model_dump(exclude_none=True, exclude_defaults=False) for c in profile.columns]
+        for column in spec["columns"]:
+            stats = column.get("stats")
+            if stats is not None:
+                column["stats"] = {k: v for k, v in stats.items() if v is not None}
+    if result.quality is not None and rules is not None:
+        from mlops.services.data_quality import quality_block
+
+        spec["quality"] = quality_block(result.quality, rules.path, now)
+    if request.tags:
+        spec["tags"] = dict(request.tags)
+    if who:
+        spec["createdBy"] = who
+    spec["createdAt"] = iso(now)
+    data = {"apiVersion": API_VERSION, "kind": "DatasetVersion", "metadata": {"name": request.name}, "spec": spec}
+    try:
+        DatasetVersion.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{result.path}: would not be valid: {where}: {first['msg']}") from None
+    return data
+
+
+def _new_dataset_text(root: Path, request: SnapshotRequest) -> str:
+    owner = request.owner or git_identity(root)
+    if not owner:
+        raise UsageError(
+            f"dataset {request.name!r} does not exist yet; pass --owner EMAIL to create it with this first version"
+        )
+    path = f"registry/datasets/{request.name}/dataset.yaml"
+    spec: dict[str, Any] = {"owner": owner}
+    if request.description:
+        spec["description"] = request.description
+    data = {"apiVersion": API_VERSION, "kind": "Dataset", "metadata": {"name": request.name}, "spec": spec}
+    try:
+        Dataset.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(f"cannot create dataset {request.name!r}: {exc.errors()[0]['msg']}") from None
+    from mlops.loader.manifest_io import render_manifest
+
+    return render_manifest(path, data)
+
+
+def _message(key: str, data: dict[str, Any], request: SnapshotRequest, result: SnapshotResult) -> str:
+    spec = data["spec"]
+    lines = [f"Snapshot {key}", ""]
+    if request.description:
+        lines += [request.description, ""]
+    lines.append(f"fingerprint: {spec['fingerprint']['digest']}")
+    table = f", {spec['rows']:,} rows x {len(spec['columns'])} columns" if spec.get("rows") is not None else ""
+    lines.append(f"files: {spec['fileCount']:,} ({human_size(spec['size'])}, {spec['format']}){table}")
+    lines.append(f"stored: {result.stored:,} new blobs ({human_size(result.stored_bytes)})")
+    if result.quality is not None:
+        lines.append(f"quality: {result.quality.status.value}, score {result.quality.score:.2f}")
+        lines += [f"failed: {c.name}: {c.message}" for c in result.quality.failed]
+    return "\n".join(lines)
