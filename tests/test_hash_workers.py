@@ -15,7 +15,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import run_mlops
 from s3_server import moto_s3_bucket
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
@@ -190,37 +189,36 @@ def test_a_file_gone_before_it_is_read_is_refused_and_nothing_is_stored(tmp_path
     assert out["leftovers"] == []
 
 
+def data_cli(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``mlops data ARGS --repo REPO`` as its own process (one thread: it may fork workers), checked to succeed."""
+    command = [str(Path(sys.executable).with_name("mlops")), "data", *args, "--repo", str(repo)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*.bin")}
+
+
 def test_the_cli_hashes_with_the_processes_asked_for_and_gets_back_every_byte(
     example_repo: Path, tmp_path: Path
 ) -> None:
     contents = _tree(tmp_path / "src", 1200)
     env = {k: v for k, v in os.environ.items() if k != "MLOPS_STORE"}
-    mlops = [str(Path(sys.executable).with_name("mlops")), "data"]
-    repo = ["--repo", str(example_repo)]
-    done = subprocess.run(
-        [*mlops, "snapshot", str(tmp_path / "src"), "--name", "many", "--owner", "o@example.com", "--jobs", "3", *repo],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    snapshot = ["snapshot", str(tmp_path / "src"), "--owner", "o@example.com"]
+    done = data_cli(example_repo, *snapshot, "--name", "many", "--jobs", "3", env=env)
     assert "hashed 1,200 files in 3 processes; stored 450 new blobs" in done.stdout
-    result = run_mlops("data", "get", "many@1", str(tmp_path / "back"), *repo)
-    assert result.code == 0, result.err
-    back = {str(p.relative_to(tmp_path / "back")): p.read_bytes() for p in (tmp_path / "back").rglob("*.bin")}
-    assert back == contents
+    data_cli(example_repo, "get", "many@1", str(tmp_path / "back"), env=env)
+    assert files_under(tmp_path / "back") == contents
 
-    serial = run_mlops(
-        "data", "snapshot", str(tmp_path / "src"), "--name", "alone", "--owner", "o@example.com", "--jobs", "1", *repo
-    )
-    assert serial.code == 0, serial.err
-    assert " processes" not in serial.out
+    serial = data_cli(example_repo, *snapshot, "--name", "alone", "--jobs", "1", env=env)
+    assert " processes" not in serial.stdout
 
     def fingerprint(out: str) -> str:
         return next(line.split()[1] for line in out.splitlines() if line.startswith("fingerprint "))
 
-    assert fingerprint(serial.out) == fingerprint(done.stdout)
+    assert fingerprint(serial.stdout) == fingerprint(done.stdout)
 
 
 def test_with_an_s3_store_workers_only_hash_and_the_command_uploads(example_repo: Path, tmp_path: Path) -> None:
@@ -228,21 +226,8 @@ def test_with_an_s3_store_workers_only_hash_and_the_command_uploads(example_repo
     contents = _tree(tmp_path / "src", 1200)
     with moto_s3_bucket("hashing") as endpoint:
         env = {**os.environ, "MLOPS_STORE": "s3://hashing/team", "MLOPS_S3_ENDPOINT_URL": endpoint}
-        mlops = [str(Path(sys.executable).with_name("mlops")), "data"]
-        repo = ["--repo", str(example_repo)]
-        take = ["snapshot", str(tmp_path / "src"), "--name", "remote", "--owner", "o@example.com", "--jobs", "2"]
-        done = subprocess.run(
-            [*mlops, *take, *repo],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+        snapshot = ["snapshot", str(tmp_path / "src"), "--name", "remote", "--owner", "o@example.com", "--jobs", "2"]
+        done = data_cli(example_repo, *snapshot, env=env)
         assert "hashed 1,200 files in 2 processes; stored 450 new blobs" in done.stdout
-        back = subprocess.run(
-            [*mlops, "get", "remote@1", str(tmp_path / "back"), *repo], capture_output=True, text=True, env=env
-        )
-        assert back.returncode == 0, back.stderr
-    got = {str(p.relative_to(tmp_path / "back")): p.read_bytes() for p in (tmp_path / "back").rglob("*.bin")}
-    assert got == contents
+        data_cli(example_repo, "get", "remote@1", str(tmp_path / "back"), env=env)
+    assert files_under(tmp_path / "back") == contents
