@@ -114,6 +114,57 @@ def test_close_stops_workers_that_are_still_busy_and_reaps_them() -> None:
     assert out["gone"] == [True, True]
 
 
+def test_the_workers_progress_shows_before_their_results_arrive() -> None:
+    out = run_python(
+        """
+        import json, time
+        from mlops.loader.hash_workers import Workers
+
+        def job(worker, number):
+            time.sleep(0.02)
+            return number
+
+        with Workers(40, 2, job, lambda worker: None, weight=lambda number: 3) as workers:
+            seen = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (not seen or seen[-1] < 120):
+                seen.append(workers.done())
+                time.sleep(0.005)
+            waited = []
+            results = workers.collect(lambda: waited.append(workers.done()))
+        print(json.dumps({"seen": seen, "jobs": sum(len(r) for r, _ in results)}))
+        """
+    )
+    seen = out["seen"]
+    assert isinstance(seen, list)
+    assert seen == sorted(seen)  # one writer per slot, counts only grow
+    assert any(0 < n < 120 for n in seen)  # read while the workers were still at it, before any result came
+    assert seen[-1] == 120 and out["jobs"] == 40  # 40 jobs of weight 3
+
+
+def test_progress_counts_the_workers_files_and_never_goes_back(tmp_path: Path) -> None:
+    _tree(tmp_path / "src", 3000)
+    out = run_python(
+        """
+        import json, sys
+        from pathlib import Path
+        from mlops.loader.hashing import HashCache, scan, start_hashing
+
+        reports = []
+        with start_hashing(scan(Path(sys.argv[1])), HashCache(None), 3) as run:
+            hashed, _ = run.finish(lambda done, total: reports.append((done, total)))
+        print(json.dumps({"reports": reports, "hashed": len(hashed), "processes": run.processes}))
+        """,
+        str(tmp_path / "src"),
+    )
+    reports = out["reports"]
+    assert isinstance(reports, list) and out["processes"] == 3
+    done = [d for d, _ in reports]
+    assert done == sorted(done)
+    assert {t for _, t in reports} == {3000}
+    assert done[-1] == 3000 == out["hashed"]
+
+
 SCRIPT = """
 import hashlib, json, os, sys
 from pathlib import Path

@@ -16,6 +16,10 @@ list and a pack writer of its own.
 * :meth:`Workers.collect` reads the payloads, reaps the workers and raises a worker's error in the
   parent as the same :class:`~mlops.errors.MlopsError` subclass. :meth:`Workers.close` kills and
   reaps whatever still runs (the parent failed, or was interrupted).
+* Progress: each worker adds ``weight(job)`` (files, for hashing) to its own 8-byte slot of a shared
+  anonymous memory page after each job; :meth:`Workers.done` sums the slots, so the parent can show
+  the workers' progress before their results arrive (``collect`` calls back while it waits). A slot
+  has one writer; a read that races a write only shows a count a moment old or new.
 
 Forking is only safe while the caller has one thread (a lock held by another thread stays held in
 the child forever): :func:`can_fork` says whether this is such a moment, on Linux (macOS system
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import mmap
 import os
+import select
 import signal
 import sys
 import threading
@@ -37,6 +43,8 @@ from mlops.errors import MlopsError
 
 MAX_JOBS = 1024  # 4 KiB of job numbers: fits the smallest pipe buffer Linux gives (one page)
 _RECORD = 4
+_SLOT = 8  # bytes of a worker's progress count
+WAIT_SECONDS = 0.2  # how often collect() calls back while it waits for the workers
 
 
 def can_fork() -> bool:
@@ -63,35 +71,56 @@ class Workers:
         workers: int,
         do_job: Callable[[int, int], Any],
         finish: Callable[[int], Any],
+        weight: Callable[[int], int] = lambda job: 1,
     ) -> None:
         if not 0 < jobs <= MAX_JOBS:
             raise ValueError(f"{jobs} jobs: between 1 and {MAX_JOBS}")
         self._pids: dict[int, int] = {}  # worker number -> pid, while not reaped
         self._results: dict[int, int] = {}  # worker number -> read end of its result pipe
+        self._counts = mmap.mmap(-1, _SLOT * max(workers, 1))  # anonymous and shared: the workers write into it
         self._queue = _filled_queue(jobs)
         try:
             for worker in range(workers):
-                self._fork(worker, do_job, finish)
+                self._fork(worker, do_job, finish, weight)
         except BaseException:
             self.close()
             raise
+
+    def done(self) -> int:
+        """The weight of the jobs the workers have finished so far (their results may not have arrived yet)."""
+        counts = self._counts
+        return sum(int.from_bytes(counts[i : i + _SLOT], "little") for i in range(0, len(counts), _SLOT))
 
     def take(self) -> int | None:
         """The next job nobody has claimed, for the parent to do itself; None when the queue is empty."""
         record = os.read(self._queue, _RECORD)
         return int.from_bytes(record, "little") if record else None
 
-    def collect(self) -> list[tuple[list[tuple[int, Any]], Any]]:
-        """Each worker's ``[(job, result), ...]`` and finish value, once it has run out of jobs."""
+    def collect(self, waiting: Callable[[], None] | None = None) -> list[tuple[list[tuple[int, Any]], Any]]:
+        """Each worker's ``[(job, result), ...]`` and finish value, in worker order, once they have run out of jobs.
+
+        ``waiting`` is called every :data:`WAIT_SECONDS` while no worker has finished (to show :meth:`done`).
+        """
+        chunks: dict[int, list[bytes]] = {worker: [] for worker in self._results}
+        by_fd = {fd: worker for worker, fd in self._results.items()}
+        poller = select.poll()  # not select(): it cannot watch descriptors numbered 1024 or more
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        while by_fd:
+            events = poller.poll(int(WAIT_SECONDS * 1000))
+            if not events and waiting is not None:
+                waiting()
+            for fd, _ in events:
+                chunk = os.read(fd, 1 << 20)
+                if chunk:
+                    chunks[by_fd[fd]].append(chunk)
+                else:  # the worker's end closed: its payload is whole (or it died)
+                    poller.unregister(fd)
+                    del by_fd[fd]
         out = []
-        for worker in sorted(self._results):
-            fd = self._results.pop(worker)
-            try:
-                payload = _read_to_end(fd)
-            finally:
-                os.close(fd)
-            status = self._reap(worker)
-            out.append(_decode(payload, status))
+        for worker in sorted(chunks):
+            os.close(self._results.pop(worker))
+            out.append(_decode(b"".join(chunks[worker]), self._reap(worker)))
         return out
 
     def close(self) -> None:
@@ -108,6 +137,8 @@ class Workers:
             with contextlib.suppress(OSError):
                 os.close(self._queue)
             self._queue = -1
+        if not self._counts.closed:
+            self._counts.close()
 
     def __enter__(self) -> Workers:
         return self
@@ -115,7 +146,9 @@ class Workers:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _fork(self, worker: int, do_job: Callable[[int, int], Any], finish: Callable[[int], Any]) -> None:
+    def _fork(
+        self, worker: int, do_job: Callable[[int, int], Any], finish: Callable[[int], Any], weight: Callable[[int], int]
+    ) -> None:
         result_r, result_w = os.pipe()
         try:
             pid = os.fork()
@@ -124,7 +157,7 @@ class Workers:
             os.close(result_w)
             raise
         if pid == 0:  # pragma: no cover - the child's coverage is not collected; tests check what it sends
-            _run_worker(worker, self._queue, result_w, do_job, finish)
+            _run_worker(worker, self._queue, result_w, do_job, finish, weight, self._counts)
         os.close(result_w)  # the worker's copy is the only writer left: its exit is the end of the payload
         self._pids[worker] = pid
         self._results[worker] = result_r
@@ -163,14 +196,20 @@ def _run_worker(  # pragma: no cover - runs in the forked child
     result_w: int,
     do_job: Callable[[int, int], Any],
     finish: Callable[[int], Any],
+    weight: Callable[[int], int],
+    counts: mmap.mmap,
 ) -> None:
     code = 0
+    slot = slice(worker * _SLOT, (worker + 1) * _SLOT)
     try:
         try:
             results = []
+            done = 0
             while record := os.read(queue, _RECORD):
                 job = int.from_bytes(record, "little")
                 results.append((job, do_job(worker, job)))
+                done += weight(job)
+                counts[slot] = done.to_bytes(_SLOT, "little")
             payload = marshal.dumps(("ok", results, finish(worker)))
         except KeyboardInterrupt:
             code = 130
@@ -185,13 +224,6 @@ def _run_worker(  # pragma: no cover - runs in the forked child
         code = 1
     finally:
         os._exit(code)
-
-
-def _read_to_end(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _decode(payload: bytes, status: int) -> tuple[list[tuple[int, Any]], Any]:

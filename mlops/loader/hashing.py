@@ -329,10 +329,11 @@ class HashRun:
         self._parts: list[BlobSink | None] = []
         self._workers: Workers | None = None
         self._finished = False
+        self._live = True  # the workers' progress is read from their counters until their results are in
         self.processes = 1  # that hash small files: forked workers and this one
         if forks and self.batches:
             self._parts = [None if sink is None else sink.new_part() for _ in range(forks)]
-            self._workers = Workers(len(self.batches), forks, self._work, self._seal)
+            self._workers = Workers(len(self.batches), forks, self._work, self._seal, self._weight)
             self.processes += forks
 
     def finish(self, progress: Progress | None = None, skip: Collection[str] = ()) -> tuple[list[HashedFile], int]:
@@ -347,8 +348,7 @@ class HashRun:
         total = len(self.files) - (len(self.large) - len(large))
         self.read -= len(self.large) - len(large)
         self._total = total
-        if progress is not None:
-            progress(self.done, total)
+        self._report(progress)
         pool = None
         if large:
             from concurrent.futures import ThreadPoolExecutor  # only large files use threads
@@ -360,21 +360,25 @@ class HashRun:
                 for i in large:
                     futures[pool.submit(_hash_batch, [self.files[i]])] = [i]
             for batch in self._own_batches():
-                digests = _hash_small([self.files[i] for i in batch], self.sink)
-                self._record(batch, digests, progress)
+                self._record(batch, _hash_small([self.files[i] for i in batch], self.sink))
+                self._report(progress)
             if self._workers is not None:
-                for (results, sealed), part in zip(self._workers.collect(), self._parts, strict=True):
+                collected = self._workers.collect(lambda: self._report(progress))
+                self._live = False  # from here on self.done counts the workers' files itself
+                for (results, sealed), part in zip(collected, self._parts, strict=True):
                     for job, digests in results:
-                        self._record(self.batches[job], digests, progress)
+                        self._record(self.batches[job], digests)
                     if part is not None:
                         part.adopt(sealed)
+                self._report(progress)
             pending = set(futures)
             while pending:
                 from concurrent.futures import FIRST_COMPLETED, wait
 
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    self._record(futures[future], future.result(), progress)
+                    self._record(futures[future], future.result())
+                    self._report(progress)
         finally:
             if pool is not None:
                 for future in futures:
@@ -408,7 +412,15 @@ class HashRun:
         part = self._parts[worker]
         return None if part is None else part.seal()
 
-    def _record(self, batch: list[int], digests: list[str], progress: Progress | None) -> None:
+    def _weight(self, job: int) -> int:  # pragma: no cover - runs in a forked worker
+        return len(self.batches[job])
+
+    def _report(self, progress: Progress | None) -> None:
+        if progress is not None:
+            live = self._workers.done() if self._live and self._workers is not None else 0
+            progress(self.done + live, self._total)
+
+    def _record(self, batch: list[int], digests: list[str]) -> None:
         files, out, stable_before = self.files, self.out, self.stable_before
         stable = []
         for i, digest in zip(batch, digests, strict=True):
@@ -418,8 +430,6 @@ class HashRun:
                 stable.append((path, key, digest))
         self.cache.remember_all(stable)
         self.done += len(batch)
-        if progress is not None:
-            progress(self.done, self._total)
 
 
 # Forking pays when there is enough to share: one fork costs a few milliseconds, a small file about 20 us.
