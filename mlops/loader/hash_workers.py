@@ -99,7 +99,7 @@ class Workers:
     def collect(self, waiting: Callable[[], None] | None = None) -> list[tuple[list[tuple[int, Any]], Any]]:
         """Each worker's ``[(job, result), ...]`` and finish value, in worker order, once they have run out of jobs.
 
-        ``waiting`` is called every :data:`WAIT_SECONDS` while no worker has finished (to show :meth:`done`).
+        ``waiting`` is called after each :data:`WAIT_SECONDS` in which nothing arrived (to show :meth:`done`).
         """
         chunks: dict[int, list[bytes]] = {worker: [] for worker in self._results}
         by_fd = {fd: worker for worker, fd in self._results.items()}
