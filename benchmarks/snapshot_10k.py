@@ -24,7 +24,7 @@ Each measurement is repeated (median reported), in the same run and on the same 
 An untimed snapshot of two files runs first, so that Python's bytecode cache is filled as a user's
 first run fills it (the CLI runs do not inherit ``PYTHONDONTWRITEBYTECODE``). The files are written
 and flushed to disk (``os.sync``, so that no measurement waits for their write-back), then the
-benchmark waits out the stat cache's "racily clean" window (2 s, see ``mlops/loader/hashing.py``):
+benchmark waits out the stat cache's "racily clean" window (2 s, see ``mlops/loader/hash_cache.py``):
 files changed within it are never remembered, so a re-snapshot right after writing would (correctly)
 read them again.
 
@@ -56,7 +56,7 @@ from pathlib import Path
 
 RATIO_GOAL = 1.5
 RESNAPSHOT_GOAL = 1.0
-RACY_WAIT = 2.1  # seconds; mlops.loader.hashing.RACY_NS plus a margin
+RACY_WAIT = 2.1  # seconds; mlops.loader.hash_cache.RACY_NS plus a margin
 
 
 def say(message: str) -> None:
@@ -141,7 +141,9 @@ def hashlib_baseline(folder: Path) -> float:
 
 
 def hash_phase(folder: Path) -> float:
-    from mlops.loader.hashing import HashCache, hash_files, scan
+    from mlops.loader.file_scan import scan
+    from mlops.loader.hash_cache import HashCache
+    from mlops.loader.hashing import hash_files
 
     start = time.perf_counter()
     hash_files(scan(folder), HashCache(None))
@@ -183,7 +185,9 @@ def snapshot(repo: Path, folder: Path, expect: str) -> float:
 
 def store_phase(folder: Path, store_root: Path) -> float:
     """Hash every file and store it as a snapshot does: small files into one pack, large ones loose."""
-    from mlops.loader.hashing import SMALL, HashCache, hash_files, scan
+    from mlops.loader.file_scan import scan
+    from mlops.loader.hash_cache import HashCache
+    from mlops.loader.hashing import SMALL, hash_files
     from mlops.stores.artifacts import LocalArtifactStore
 
     store = LocalArtifactStore(store_root)

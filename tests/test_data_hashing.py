@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from mlops.errors import InputError
-from mlops.loader import hashing
-from mlops.loader.hashing import FileChanged, HashCache, hash_files, scan
+from mlops.loader import hash_cache, hashing
+from mlops.loader.file_scan import scan
+from mlops.loader.hash_cache import HashCache
+from mlops.loader.hashing import FileChanged, hash_files
 
 
 def sha(data: bytes) -> str:
@@ -47,7 +49,7 @@ def test_stat_cache_skips_stable_files_and_rehashes_recent_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = make_tree(tmp_path / "t", count=10)
-    cache_file = tmp_path / "cache" / hashing.CACHE_FILE
+    cache_file = tmp_path / "cache" / hash_cache.CACHE_FILE
     # Just written: racily clean, so not remembered; a second run reads everything again.
     cache = HashCache(cache_file)
     hash_files(scan(tmp_path / "t"), cache)
@@ -71,7 +73,7 @@ def test_stat_cache_skips_stable_files_and_rehashes_recent_ones(
 def test_damaged_cache_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_tree(tmp_path / "t", count=5)
     monkeypatch.setattr(hashing, "RACY_NS", 0)
-    cache_file = tmp_path / hashing.CACHE_FILE
+    cache_file = tmp_path / hash_cache.CACHE_FILE
     cache = HashCache(cache_file)
     hash_files(scan(tmp_path / "t"), cache)
     cache.save()

@@ -148,7 +148,9 @@ def test_progress_counts_the_workers_files_and_never_goes_back(tmp_path: Path) -
         """
         import json, sys
         from pathlib import Path
-        from mlops.loader.hashing import HashCache, scan, start_hashing
+        from mlops.loader.file_scan import scan
+        from mlops.loader.hash_cache import HashCache
+        from mlops.loader.hashing import start_hashing
 
         reports = []
         with start_hashing(scan(Path(sys.argv[1])), HashCache(None), 3) as run:
@@ -168,7 +170,9 @@ def test_progress_counts_the_workers_files_and_never_goes_back(tmp_path: Path) -
 SCRIPT = """
 import hashlib, json, os, sys
 from pathlib import Path
-from mlops.loader.hashing import HashCache, scan, start_hashing
+from mlops.loader.file_scan import scan
+from mlops.loader.hash_cache import HashCache
+from mlops.loader.hashing import start_hashing
 from mlops.stores.artifacts import LocalArtifactStore
 
 source, store_root, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

@@ -1,63 +1,41 @@
-"""Hashing a file or a folder for a dataset snapshot: parallel sha256, a stat cache, changes caught.
+"""Hashing the files of a snapshot: parallel sha256, the stat cache consulted, changes caught.
 
-* :func:`scan` lists the files of a snapshot source with one ``stat`` each. It refuses what a
-  snapshot cannot record faithfully: symbolic links that point outside the folder (or at a
-  folder), FIFOs, sockets and devices (reading a FIFO would block forever), and names a file
-  list cannot hold (control characters, backslashes, bytes that are not UTF-8).
 * :func:`hash_files` hashes large files in a thread pool (hashlib releases the GIL on large
   updates, and reads release it too). Small files are Python-bound work, which threads cannot
   share out: forked processes (``hash_workers``) and the calling thread take them from a queue.
   :func:`start_hashing` starts the workers and returns, so the caller can get on with its own
   work (importing what comes next, reading the repository) before it joins in.
-* :class:`HashCache` is the stat cache, like git's index: path -> (size, mtime_ns, ctime_ns,
-  inode, digest) under ``.mlops/cache/hashes-v1.marshal``. A file whose stat matches is not
-  read again. Files changed less than :data:`RACY_NS` before the scan are not remembered, since
-  a change within the same timestamp tick would leave their stat as it was ("racily clean").
+* Files come from :func:`~mlops.loader.file_scan.scan`; a file whose stat the
+  :class:`~mlops.loader.hash_cache.HashCache` knows is not read again.
 * A file that changes while it is hashed is caught by comparing its stat before and after
   (size, mtime, ctime, inode) and the number of bytes read with the size: :class:`FileChanged`.
 """
-
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import marshal
 import os
-import re
-import stat as stat_module
 import threading
 import time
-import zlib
-from collections.abc import Callable, Collection, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from mlops.errors import InputError
-from mlops.loader.atomic import atomic_write_bytes
+from mlops.loader.file_scan import ScannedFile, StatKey, stat_key
+from mlops.loader.hash_cache import RACY_NS, HashCache
 from mlops.loader.hash_workers import MAX_JOBS, Workers, can_fork, usable_cpus
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 Progress = Callable[[int, int], None]
 
-RACY_NS = 2_000_000_000
 SMALL = 1 << 20  # files up to this size are read whole; bigger ones stream through one buffer per thread
 BATCH_BYTES = 4 << 20  # a pool task hashes small files until it has read about this much
 BATCH_FILES = 256
-CACHE_FILE = "hashes-v1.marshal"
-_MAGIC = b"mlops-hash-cache\n"
 
 
 class FileChanged(InputError):
     """A file changed while the snapshot read it: nothing may be registered from such a read."""
-
-
-class ScannedFile(NamedTuple):  # a tuple, not a dataclass: 10,000 of them are built per snapshot
-    rel: str  # the path recorded in the snapshot: relative, '/'-separated
-    path: str  # where to read it (a link inside the folder is read through)
-    key: StatKey  # stat of what is read (the link's target for a link)
 
 
 class HashedFile(NamedTuple):
@@ -69,189 +47,6 @@ class HashedFile(NamedTuple):
     @property
     def size(self) -> int:
         return self.key[0]
-
-
-def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-# ------------------------------------------------------------------------------------------ scan
-
-
-def scan(source: Path) -> list[ScannedFile]:
-    """Every file of ``source`` (a file, or a folder walked recursively), sorted by recorded path."""
-    try:
-        st = source.lstat()
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such file or folder") from None
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if stat_module.S_ISLNK(st.st_mode):
-        # The source itself may be a link (a "current" pointer, say): snapshot what it points at.
-        return scan(Path(os.path.realpath(source)))
-    if stat_module.S_ISREG(st.st_mode):
-        _check_name(source.name, source)
-        return [ScannedFile(source.name, os.fspath(source.absolute()), stat_key(st))]
-    if not stat_module.S_ISDIR(st.st_mode):
-        raise InputError(f"{source}: not a regular file or folder ({_kind(st.st_mode)})")
-    root = os.path.realpath(source)
-    found: list[ScannedFile] = []
-    _walk(root, "", root, source, found)
-    if not found:
-        raise InputError(f"{source}: the folder holds no files; there is nothing to snapshot")
-    found.sort()  # by recorded path: ScannedFile is a tuple, rel first, and no two files share a rel
-    return found
-
-
-def _walk(directory: str, rel: str, root: str, source: Path, found: list[ScannedFile]) -> None:
-    try:
-        with os.scandir(directory) as it:
-            entries = list(it)
-    except OSError as exc:
-        raise InputError(f"{source / rel if rel else source}: cannot list: {exc.strerror or exc}") from None
-    prefix = f"{rel}/" if rel else ""
-    append = found.append
-    for entry in entries:  # per file, this loop is most of a scan: the common case (a plain file) comes first
-        name = entry.name
-        if not (name.isascii() and name.isprintable()) or "\\" in name:
-            _check_name(prefix + name, f"{source}{os.sep}{prefix}{name}")  # each name once: a folder's first
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as exc:
-            raise InputError(f"{source}{os.sep}{prefix}{name}: cannot read: {exc.strerror or exc}") from None
-        if st.st_mode & _TYPE_BITS == _REGULAR:
-            append(ScannedFile(prefix + name, entry.path, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
-        else:
-            _walk_other(entry, prefix + name, st, root, source, found)
-
-
-_TYPE_BITS = 0o170000  # stat.S_IFMT's mask
-_REGULAR = stat_module.S_IFREG
-
-
-def _walk_other(
-    entry: os.DirEntry[str], child: str, st: os.stat_result, root: str, source: Path, found: list[ScannedFile]
-) -> None:
-    """A folder (walked), a link (followed when it stays inside ``root`` and ends at a file), or a refusal."""
-    mode = st.st_mode
-    if stat_module.S_ISDIR(mode):
-        _walk(entry.path, child, root, source, found)
-        return
-    if stat_module.S_ISLNK(mode):
-        shown = f"{source}{os.sep}{child}"
-        target = os.path.realpath(entry.path)
-        if os.path.commonpath([root, target]) != root:
-            raise InputError(
-                f"{shown}: a symbolic link to {target}, outside {source}; a snapshot holds only the folder's "
-                "own files: copy the file in, or snapshot the folder it lives in"
-            )
-        try:
-            st = os.stat(target)  # noqa: PTH116 - strings throughout (see _digest_of)
-        except OSError as exc:
-            raise InputError(f"{shown}: a link to {target}, which cannot be read: {exc.strerror}") from None
-        if stat_module.S_ISDIR(st.st_mode):
-            raise InputError(f"{shown}: a symbolic link to a folder; a snapshot follows links to files only")
-        mode = st.st_mode
-    if not stat_module.S_ISREG(mode):
-        raise InputError(
-            f"{source}{os.sep}{child}: not a regular file ({_kind(mode)}); a snapshot holds regular files only"
-        )
-    found.append(ScannedFile(child, entry.path, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
-
-
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-def _check_name(rel: str, shown: Path | str) -> None:
-    found = _BAD_NAME.search(rel)
-    if found is not None:
-        bad = found.group()
-        raise InputError(f"{shown!s}: the name holds {bad!r}, which a snapshot's file list cannot record; rename it")
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(f"{shown!s}: the name is not valid UTF-8; rename it") from None
-
-
-def _kind(mode: int) -> str:
-    if stat_module.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat_module.S_ISSOCK(mode):
-        return "a socket"
-    if stat_module.S_ISCHR(mode) or stat_module.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
-# ------------------------------------------------------------------------------------------ cache
-
-
-class HashCache:
-    """path -> (size, mtime_ns, ctime_ns, inode, hex digest); written atomically, ignored when damaged."""
-
-    def __init__(self, file: Path | None) -> None:
-        self.file = file
-        self.entries: dict[str, tuple[int, int, int, int, str]] = {}
-        self._dirty = False
-        if file is not None:
-            self.entries = _read(file)
-
-    @classmethod
-    def for_repo(cls, root: Path, enabled: bool = True) -> HashCache:
-        return cls(root / ".mlops" / "cache" / CACHE_FILE if enabled else None)
-
-    def lookup(self, path: str, key: StatKey) -> str | None:
-        hit = self.entries.get(path)
-        if hit is None or hit[:4] != key:
-            return None
-        return f"sha256:{hit[4]}"
-
-    def remember(self, path: str, key: StatKey, digest: str) -> None:
-        self.remember_all([(path, key, digest)])
-
-    def remember_all(self, found: Iterable[tuple[str, StatKey, str]]) -> None:
-        """:meth:`remember` for many ``(path, key, digest)``: one call per batch of a hashing run."""
-        entries = self.entries
-        for path, key, digest in found:
-            value = (*key, digest.removeprefix("sha256:"))
-            if entries.get(path) != value:
-                entries[path] = value
-                self._dirty = True
-
-    def forget_under(self, prefix: str, keep: Iterable[str]) -> None:
-        """Drop entries of files under ``prefix`` that a scan no longer found."""
-        kept = set(keep)
-        gone = [p for p in self.entries if p.startswith(prefix) and p not in kept]
-        for path in gone:
-            del self.entries[path]
-        self._dirty = self._dirty or bool(gone)
-
-    def save(self) -> None:
-        if self.file is None or not self._dirty:
-            return
-        payload = marshal.dumps(self.entries)
-        with contextlib.suppress(OSError):  # a cache that cannot be written only costs speed
-            data = _MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload
-            atomic_write_bytes(self.file, data, durable=False)  # a crc guards it: a torn file is an empty cache
-        self._dirty = False
-
-
-def _read(file: Path) -> dict[str, tuple[int, int, int, int, str]]:
-    try:
-        raw = file.read_bytes()
-    except OSError:
-        return {}
-    header = len(_MAGIC) + 4
-    if not raw.startswith(_MAGIC) or len(raw) < header:
-        return {}
-    payload = memoryview(raw)[header:]
-    if zlib.crc32(payload) != int.from_bytes(raw[len(_MAGIC) : header], "big"):
-        return {}
-    try:
-        value = marshal.loads(payload)
-    except (EOFError, ValueError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------ hashing

@@ -223,7 +223,7 @@ def validate_version(
 
 def validate_path(root: Path, path: Path, rules_file: Path, now: dt.datetime | None = None) -> ValidationRun:
     """Run rules on files that are not registered (a check before a snapshot); nothing is recorded."""
-    from mlops.loader.hashing import scan
+    from mlops.loader.file_scan import scan
 
     loaded = file_rules(rules_file)
     files = scan(path)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops.loader.config import repo_root
-from mlops.loader.hashing import HashCache, HashRun, ScannedFile, scan, start_hashing
+from mlops.loader.file_scan import ScannedFile, scan
+from mlops.loader.hash_cache import HashCache
+from mlops.loader.hashing import HashRun, start_hashing
 from mlops.services.store import repo_store
 from mlops.stores.artifacts import ArtifactStore, LocalArtifactStore
 

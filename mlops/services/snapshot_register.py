@@ -34,15 +34,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import ValidationError
 
 from mlops.errors import InputError, MlopsError, StoreError, UsageError
+from mlops.loader.file_scan import ScannedFile
 from mlops.loader.gitwrite import git_identity
-from mlops.loader.hashing import (
-    RACY_NS,
-    FileChanged,
-    HashCache,
-    HashedFile,
-    ScannedFile,
-    ensure_unchanged,
-)
+from mlops.loader.hash_cache import RACY_NS, HashCache
+from mlops.loader.hashing import FileChanged, HashedFile, ensure_unchanged
 from mlops.manifests import Dataset, DatasetVersion
 from mlops.manifests.base import API_VERSION, check_name, version_key
 from mlops.manifests.dataset_version import ListedFile, files_index_bytes, index_fingerprint
@@ -131,7 +126,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     cache.save()  # digests are true whatever happens next; a retry need not read the files again
 
     # Plain records, not DataFile models: the scan already refused every name a DataFile would (see
-    # hashing._check_name), and 10,000 models cost more than hashing a tenth of the files.
+    # file_scan._check_name), and 10,000 models cost more than hashing a tenth of the files.
     files = [_File(h.rel, h.digest, h.key[0]) for h in hashed]
     index_bytes = files_index_bytes(files)  # the fingerprint's input, and the filesIndex blob of a large tree
     fingerprint = index_fingerprint(index_bytes)
@@ -276,7 +271,7 @@ def _merge(scanned: list[ScannedFile], *parts: list[HashedFile]) -> list[HashedF
 
 
 def _cache_prefix(scanned: list[Any], source: Path) -> str:
-    """Where the scanned files' cache entries live (a folder's are under its real path, see hashing.scan)."""
+    """Where the scanned files' cache entries live (a folder's are under its real path, see file_scan.scan)."""
     if source.is_dir():
         return os.path.realpath(source).rstrip(os.sep) + os.sep
     return scanned[0].path if scanned else os.fspath(source)
