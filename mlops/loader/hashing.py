@@ -10,6 +10,7 @@
 * A file that changes while it is hashed is caught by comparing its stat before and after
   (size, mtime, ctime, inode) and the number of bytes read with the size: :class:`FileChanged`.
 """
+
 from __future__ import annotations
 
 import hashlib
