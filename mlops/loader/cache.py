@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import marshal
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
-from mlops.loader.atomic import atomic_write_bytes
+from mlops.loader.marshal_file import read_map, write_map
 from mlops.loader.yaml_read import PARSER_VERSION
 
 StatKey = tuple[int, int, int, int]
@@ -269,27 +267,12 @@ def _save_map(file: Path, value: dict[str, Any], recent: dict[str, Any], whole: 
 
 
 def _write(file: Path, value: dict[str, Any]) -> None:
-    payload = marshal.dumps(value)
-    atomic_write_bytes(file, _MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
+    write_map(file, _MAGIC, value)
 
 
 def _read(file: Path) -> dict[str, Any] | None:
     """A map written by :func:`_write`, or None when it is missing, damaged or of another format."""
-    try:
-        raw = file.read_bytes()
-    except OSError:
-        return None
-    header = len(_MAGIC) + 4
-    if not raw.startswith(_MAGIC) or len(raw) < header:
-        return None
-    payload = memoryview(raw)[header:]
-    if zlib.crc32(payload) != int.from_bytes(raw[len(_MAGIC) : header], "big"):
-        return None
-    try:
-        value = marshal.loads(payload)
-    except (EOFError, ValueError, TypeError):
-        return None
-    return value if isinstance(value, dict) else None
+    return read_map(file, _MAGIC)
 
 
 def _shared(value: Any, strings: dict[str, str]) -> Any:

@@ -8,13 +8,11 @@ timestamp tick would leave their stat as it was ("racily clean").
 from __future__ import annotations
 
 import contextlib
-import marshal
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from mlops.loader.atomic import atomic_write_bytes
 from mlops.loader.file_scan import StatKey
+from mlops.loader.marshal_file import read_map, write_map
 
 RACY_NS = 2_000_000_000
 CACHE_FILE = "hashes-v1.marshal"
@@ -64,26 +62,10 @@ class HashCache:
     def save(self) -> None:
         if self.file is None or not self._dirty:
             return
-        payload = marshal.dumps(self.entries)
         with contextlib.suppress(OSError):  # a cache that cannot be written only costs speed
-            data = _MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload
-            atomic_write_bytes(self.file, data, durable=False)  # a crc guards it: a torn file is an empty cache
+            write_map(self.file, _MAGIC, self.entries, durable=False)  # the crc makes a torn file an empty cache
         self._dirty = False
 
 
 def _read(file: Path) -> dict[str, tuple[int, int, int, int, str]]:
-    try:
-        raw = file.read_bytes()
-    except OSError:
-        return {}
-    header = len(_MAGIC) + 4
-    if not raw.startswith(_MAGIC) or len(raw) < header:
-        return {}
-    payload = memoryview(raw)[header:]
-    if zlib.crc32(payload) != int.from_bytes(raw[len(_MAGIC) : header], "big"):
-        return {}
-    try:
-        value = marshal.loads(payload)
-    except (EOFError, ValueError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    return read_map(file, _MAGIC) or {}
