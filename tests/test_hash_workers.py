@@ -213,6 +213,38 @@ def _tree(folder: Path, count: int) -> dict[str, bytes]:
     return contents
 
 
+def test_when_the_system_refuses_a_fork_the_command_hashes_alone(tmp_path: Path) -> None:
+    contents = _tree(tmp_path / "src", 500)
+    out = run_python(
+        """
+        import errno, json, os, sys
+        from pathlib import Path
+        from mlops.loader.file_scan import scan
+        from mlops.loader.hash_cache import HashCache
+        from mlops.loader.hashing import start_hashing
+        from mlops.stores.artifacts import LocalArtifactStore
+
+        def refused():  # what a process limit looks like
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+        os.fork = refused
+        store_root = Path(sys.argv[2])
+        with LocalArtifactStore(store_root).pack_writer() as pack:
+            with start_hashing(scan(Path(sys.argv[1])), HashCache(None), 3, pack) as run:
+                hashed, _ = run.finish()
+            pack.commit()
+        missing = LocalArtifactStore(store_root).missing(h.digest for h in hashed)
+        print(json.dumps({"processes": run.processes, "digests": {h.rel: h.digest for h in hashed},
+                          "missing": len(missing)}))
+        """,
+        str(tmp_path / "src"),
+        str(tmp_path / "store"),
+    )
+    assert out["processes"] == 1
+    assert out["digests"] == {rel: "sha256:" + hashlib.sha256(data).hexdigest() for rel, data in contents.items()}
+    assert out["missing"] == 0
+
+
 def test_forked_workers_hash_like_hashlib_and_their_packs_are_committed_with_the_parents(tmp_path: Path) -> None:
     contents = _tree(tmp_path / "src", 500)
     out = run_python(SCRIPT, str(tmp_path / "src"), str(tmp_path / "store"), "ok")

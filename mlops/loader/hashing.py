@@ -129,8 +129,12 @@ class HashRun:
         self.processes = 1  # that hash small files: forked workers and this one
         if forks and self.batches:
             self._parts = [None if sink is None else sink.new_part() for _ in range(forks)]
-            self._workers = Workers(len(self.batches), forks, self._work, self._seal, self._weight)
-            self.processes += forks
+            try:
+                self._workers = Workers(len(self.batches), forks, self._work, self._seal, self._weight)
+            except OSError:  # no fork or pipe to be had (a process limit, no file descriptors): hash here alone
+                self._parts = []  # left empty, the sink commits and aborts them as nothing
+            else:
+                self.processes += forks
 
     def finish(self, progress: Progress | None = None, skip: Collection[str] = ()) -> tuple[list[HashedFile], int]:
         """Digests of the files (in their order) and how many were read (the rest came from the cache).
