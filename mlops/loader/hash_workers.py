@@ -78,8 +78,9 @@ class Workers:
         self._pids: dict[int, int] = {}  # worker number -> pid, while not reaped
         self._results: dict[int, int] = {}  # worker number -> read end of its result pipe
         self._counts = mmap.mmap(-1, _SLOT * max(workers, 1))  # anonymous and shared: the workers write into it
-        self._queue = _filled_queue(jobs)
+        self._queue = -1
         try:
+            self._queue = _filled_queue(jobs)
             for worker in range(workers):
                 self._fork(worker, do_job, finish, weight)
         except BaseException:
