@@ -13,9 +13,10 @@ list and a pack writer of its own.
   one marshal payload to its own result pipe: every job's result and the finish value, or the
   error that stopped it. It leaves with ``os._exit``: nothing of the parent's (atexit, buffered
   output, open writers) runs twice.
-* :meth:`Workers.collect` reads the payloads, reaps the workers and raises a worker's error in the
-  parent as the same :class:`~mlops.errors.MlopsError` subclass. :meth:`Workers.close` kills and
-  reaps whatever still runs (the parent failed, or was interrupted).
+* :meth:`Workers.collect` reads the payloads (a worker closes its pipe once its payload is written, so
+  the parent need not wait for it to exit) and raises a worker's error in the parent as the same
+  :class:`~mlops.errors.MlopsError` subclass. :meth:`Workers.close` kills and reaps whatever is left
+  (workers on their way out, or still running because the parent failed or was interrupted).
 * Progress: each worker adds ``weight(job)`` (files, for hashing) to its own 8-byte slot of a shared
   anonymous memory page after each job; :meth:`Workers.done` sums the slots, so the parent can show
   the workers' progress before their results arrive (``collect`` calls back while it waits). A slot
@@ -37,6 +38,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from mlops.errors import MlopsError
@@ -121,7 +123,8 @@ class Workers:
         out = []
         for worker in sorted(chunks):
             os.close(self._results.pop(worker))
-            out.append(_decode(b"".join(chunks[worker]), self._reap(worker)))
+            # A worker whose payload arrived whole is reaped by close(): waiting for its exit here gains nothing.
+            out.append(_decode(b"".join(chunks[worker]), partial(self._reap, worker)))
         return out
 
     def close(self) -> None:
@@ -221,13 +224,17 @@ def _run_worker(  # pragma: no cover - runs in the forked child
         view = memoryview(payload)
         while view:
             view = view[os.write(result_w, view) :]
+        # The end of the payload now: left to os._exit, it would come only after the kernel has unmapped this
+        # fork of the parent's heap, which takes milliseconds the parent would spend waiting.
+        os.close(result_w)
     except BaseException:
         code = 1
     finally:
         os._exit(code)
 
 
-def _decode(payload: bytes, status: int) -> tuple[list[tuple[int, Any]], Any]:
+def _decode(payload: bytes, status: Callable[[], int]) -> tuple[list[tuple[int, Any]], Any]:
+    """A worker's results, or its error raised here; ``status`` reaps it (the exit status says what went wrong)."""
     try:
         message = marshal.loads(payload) if payload else None
     except (EOFError, ValueError, TypeError):
@@ -236,7 +243,7 @@ def _decode(payload: bytes, status: int) -> tuple[list[tuple[int, Any]], Any]:
         return message[1], message[2]
     if isinstance(message, tuple) and message[:1] == ("error",) and len(message) == 4:
         raise _error(*message[1:])
-    raise WorkerFailed(f"a worker process stopped without its results ({_describe(status)}); nothing was registered")
+    raise WorkerFailed(f"a worker process stopped without its results ({_describe(status())}); nothing was registered")
 
 
 def _error(module: str, qualname: str, text: str) -> MlopsError:
