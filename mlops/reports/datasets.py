@@ -16,21 +16,16 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mlops.services.data_versions import human_size
-from mlops.services.datasets import (
-    DatasetSummary,
-    DiffResult,
-    GetResult,
-    VersionDetail,
-)
-from mlops.services.snapshot import SnapshotResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # names for annotations only: a snapshot's report must not load what listing and diffs need
     from matplotlib.figure import Figure
 
     from mlops.analysis.quality import CheckResult, QualityResult
     from mlops.analysis.tabular import ColumnProfile
     from mlops.manifests import DatasetVersion
     from mlops.services.data_quality import ValidationRun
+    from mlops.services.datasets import DatasetSummary, DiffResult, GetResult, VersionDetail
+    from mlops.services.snapshot import SnapshotResult
 
 FORMATS = ("text", "json", "markdown", "html")
 MAX_LISTED = 50  # files or rows listed in text before "... and N more"
