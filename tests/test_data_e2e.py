@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import SEED, Result, git, run_mlops
 
@@ -198,3 +199,32 @@ def test_snapshot_of_registered_content_refills_an_empty_store(example_repo: Pat
     assert git(example_repo, "status", "--porcelain") == ""
     assert data(example_repo, "get", "customers@1", str(tmp_path / "out")).code == 0
     assert (tmp_path / "out" / "customers.csv").read_text(encoding="utf-8") == CSV
+
+
+def test_files_the_stat_cache_knows_are_stored_again_when_the_store_lost_them(
+    example_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs the pack took while hashing need no check; files nobody read (cache hits) are asked about and re-stored."""
+    import shutil
+
+    from mlops.loader import hashing
+
+    monkeypatch.setattr(hashing, "RACY_NS", 0)  # remember files written just now (see test_data_hashing)
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"part-{i:02d}.bin").write_bytes(f"blob {i}\n".encode() * (i + 1))
+    first = data(example_repo, "snapshot", str(folder), "--name", "tree", "--owner", "data@example.com")
+    assert first.code == 0, first.err
+    assert "hashed 30 files" in first.out and "stored 30 new blobs" in first.out
+    (folder / "part-00.bin").write_bytes(b"changed\n")  # read again; the 29 others come from the cache
+    shutil.rmtree(example_repo / ".mlops" / "store")
+    second = data(example_repo, "snapshot", str(folder), "--name", "tree")
+    assert second.code == 0, second.err
+    assert "hashed 1 file (29 unchanged, from the stat cache)" in second.out
+    assert "stored 30 new blobs" in second.out  # 1 staged while hashed, 29 read again because the store lacked them
+    restored = tmp_path / "restored"
+    assert data(example_repo, "get", "tree@2", str(restored)).code == 0
+    assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in folder.iterdir())
+    for part in folder.iterdir():
+        assert (restored / part.name).read_bytes() == part.read_bytes()

@@ -7,7 +7,7 @@ Lives at ``registry/datasets/<name>/versions/<n>.yaml`` and is addressed as
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated, ClassVar, Literal, Protocol
 
 from pydantic import AfterValidator, Field
@@ -126,8 +126,13 @@ def index_fingerprint(index: bytes) -> str:
 
 def files_index_bytes(files: Sequence[ListedFile]) -> bytes:
     """The sorted ``path<TAB>digest<TAB>size`` lines the fingerprint hashes (also the ``filesIndex`` blob)."""
-    lines = "".join(f"{f.path}\t{f.digest}\t{f.size}\n" for f in sorted(files, key=lambda f: f.path))
-    return lines.encode("utf-8")
+    return sorted_index_bytes((f.path, f.digest, f.size) for f in sorted(files, key=lambda f: f.path))
+
+
+def sorted_index_bytes(rows: Iterable[tuple[str, str, int]]) -> bytes:
+    """:func:`files_index_bytes` of ``(path, digest, size)`` rows already sorted by path (a scan's order), without
+    a record per file: for 10,000 files the records cost twice what the lines do."""
+    return "".join([f"{path}\t{digest}\t{size}\n" for path, digest, size in rows]).encode("utf-8")
 
 
 def parse_files_index(data: bytes) -> list[DataFile]:

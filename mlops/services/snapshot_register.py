@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -40,7 +40,7 @@ from mlops.loader.hash_cache import RACY_NS, HashCache
 from mlops.loader.hashing import FileChanged, HashedFile, ensure_unchanged
 from mlops.manifests import Dataset, DatasetVersion
 from mlops.manifests.base import API_VERSION, check_name, version_key
-from mlops.manifests.dataset_version import ListedFile, files_index_bytes, index_fingerprint
+from mlops.manifests.dataset_version import index_fingerprint, sorted_index_bytes
 from mlops.services.data_tables import Table, TableSource, read_tables, table_format
 from mlops.services.data_versions import (
     LoadedRules,
@@ -87,14 +87,6 @@ def register_snapshot(start: SnapshotStart, now: dt.datetime | None = None) -> S
     return _snapshot_into(_Job(start, index, now), start.scanned)
 
 
-class _File(NamedTuple):
-    """One entry of the file list (the fields of a DataFile)."""
-
-    path: str
-    digest: str
-    size: int
-
-
 @dataclass(frozen=True)
 class _Job:
     """Everything one snapshot works with: what the first half started, the repository index, the time."""
@@ -125,12 +117,13 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     cache.forget_under(_cache_prefix(scanned, request.path), (f.path for f in scanned))
     cache.save()  # digests are true whatever happens next; a retry need not read the files again
 
-    # Plain records, not DataFile models: the scan already refused every name a DataFile would (see
-    # file_scan._check_name), and 10,000 models cost more than hashing a tenth of the files.
-    files = [_File(h.rel, h.digest, h.key[0]) for h in hashed]
-    index_bytes = files_index_bytes(files)  # the fingerprint's input, and the filesIndex blob of a large tree
+    # Straight from the hashed files, with no DataFile model or other record per file: the scan already refused
+    # every name a DataFile would (see file_scan._check_name), and 10,000 records cost more than hashing a
+    # tenth of the files. ``hashed`` is in the scan's order, sorted by path.
+    # The index is the fingerprint's input, and the filesIndex blob of a large tree.
+    index_bytes = sorted_index_bytes((h.rel, h.digest, h.key[0]) for h in hashed)
     fingerprint = index_fingerprint(index_bytes)
-    size = sum(f.size for f in files)
+    size = sum(h.key[0] for h in hashed)
     existing = _same_content(index, request.name, fingerprint)
     number = _pick_version(root, index, request, fingerprint, existing)
     key = version_key(request.name, number)
@@ -139,7 +132,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         path=version_path(request.name, number),
         created=existing is None,
         fingerprint=fingerprint,
-        files=len(files),
+        files=len(hashed),
         size=size,
         hashed=read,
         stored=0,
@@ -149,7 +142,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     )
     if existing is not None:
         # Same content, already registered: nothing to write. Blobs a fresh store lacks are put back.
-        _store_blobs(job, hashed, files, result, index_bytes if existing.spec.filesIndex is not None else None)
+        _store_blobs(job, hashed, result, index_bytes if existing.spec.filesIndex is not None else None)
         result.format, result.rows = existing.spec.format, existing.spec.rows
         result.columns = len(existing.spec.columns)
         return result
@@ -163,18 +156,18 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     if table is not None:
         _check_unchanged(hashed)  # the table read is of the bytes hashed (each file read was checked as it was hashed)
 
-    with_index = len(files) > INLINE_FILES
-    if _store_blobs(job, hashed, files, result, index_bytes if with_index else None):
+    with_index = len(hashed) > INLINE_FILES
+    if _store_blobs(job, hashed, result, index_bytes if with_index else None):
         _check_unchanged(hashed)  # files were read again to be stored: the bytes stored are the bytes hashed
     index_digest = fingerprint if with_index else None
 
-    result.format = _format(files, table)
+    result.format = _format(hashed, table)
     result.rows = None if profile is None else profile.rows
     result.columns = 0 if profile is None else len(profile.columns)
     result.quality = quality
     result.rules = rules.path if rules is not None and quality is not None else None
     who = identity if identity is not None else git_identity(root)
-    data = _version_data(who, request, number, files, fingerprint, size, index_digest, result, profile, rules, now)
+    data = _version_data(who, request, number, hashed, fingerprint, size, index_digest, result, profile, rules, now)
     from mlops.loader.manifest_io import render_manifest  # ruamel: only a new version is written
 
     changes = {result.path: render_manifest(result.path, data)}
@@ -311,6 +304,9 @@ def _pick_version(
 
 
 def _read_table(source: Path, hashed: Sequence[ScannedFile | HashedFile]) -> tuple[Table | None, list[str]]:
+    common = _common_suffix(hashed)
+    if common is not None and table_format(common) is None:
+        return None, []  # every name ends in the same suffix, and not a table's
     sources = []
     for h in hashed:
         fmt = table_format(h.rel)
@@ -324,13 +320,12 @@ def _check_unchanged(hashed: Sequence[ScannedFile | HashedFile]) -> None:
         ensure_unchanged(h.path, h.key)
 
 
-def _store_blobs(
-    job: _Job, hashed: list[HashedFile], files: list[_File], result: SnapshotResult, index: bytes | None
-) -> bool:
-    """Make every blob of ``files`` (and ``index``, their list) durable in the store; True if files were re-read.
+def _store_blobs(job: _Job, hashed: list[HashedFile], result: SnapshotResult, index: bytes | None) -> bool:
+    """Make every blob of ``hashed`` (and ``index``, their list) durable in the store; True if files were re-read.
 
-    Blobs staged in the pack while hashing become visible first; what the store still lacks after that (files
-    the stat cache knew, so nobody read them, in a store that lost their blobs) is read and stored now.
+    Blobs staged in the pack while hashing become visible first. Only the files whose bytes the pack never saw
+    (the ones the stat cache knew, so nobody read them, and large ones) can still be missing: the store is asked
+    about those, and what it lacks (a store that lost their blobs, say) is read and stored now.
     """
     store, pack = job.start.store, job.start.pack
     if pack is not None:
@@ -340,7 +335,11 @@ def _store_blobs(
         pack.commit()
     elif index is not None:
         _store_index(store, index, result.fingerprint)
-    missing = store.missing(f.digest for f in files)
+    files, run = job.start.scanned, job.start.run
+    unsunk = {files[i].rel for i in run.unsunk}
+    if not unsunk:
+        return False
+    missing = store.missing(h.digest for h in hashed if h.rel in unsunk)
     todo: dict[str, HashedFile] = {}
     for h in hashed:
         if h.digest in missing and h.digest not in todo:
@@ -375,13 +374,32 @@ def _store_index(store: ArtifactStore, index: bytes, fingerprint: str) -> None:
     assert digest == fingerprint, "the file index hashes to the fingerprint by construction"
 
 
-def _format(files: Sequence[ListedFile], table: Table | None) -> str:
+def _format(files: Sequence[HashedFile], table: Table | None) -> str:
     if table is not None:
         return table.format
-    suffixes = {_suffix(f.path).lower().lstrip(".") for f in files}
+    common = _common_suffix(files)
+    if common is not None:
+        return common.lower().lstrip(".")
+    suffixes = {_suffix(f.rel).lower().lstrip(".") for f in files}
     if len(suffixes) == 1 and "" not in suffixes:
         return suffixes.pop()
     return "files"
+
+
+def _common_suffix(files: Sequence[ScannedFile | HashedFile]) -> str | None:
+    """The :func:`_suffix` of every file, when all have the same one (None otherwise).
+
+    The common case, one kind of file, costs one ``endswith`` per name instead of taking each name apart.
+    """
+    if not files:
+        return None
+    suffix = _suffix(files[0].rel)
+    if not suffix:
+        return None
+    alone = "/" + suffix  # a name that is only the suffix (".bin", a hidden file) has none
+    if all(r.endswith(suffix) and not r.endswith(alone) and r != suffix for r in [f.rel for f in files]):
+        return suffix
+    return None
 
 
 def _suffix(rel: str) -> str:
@@ -395,7 +413,7 @@ def _version_data(
     who: str | None,
     request: SnapshotRequest,
     number: int,
-    files: list[_File],
+    files: list[HashedFile],
     fingerprint: str,
     size: int,
     index_digest: str | None,
@@ -411,7 +429,7 @@ def _version_data(
     spec["size"] = size
     spec["fileCount"] = len(files)
     if index_digest is None:
-        spec["files"] = [f._asdict() for f in files]
+        spec["files"] = [{"path": f.rel, "digest": f.digest, "size": f.size} for f in files]
     else:
         spec["filesIndex"] = index_digest
     spec["format"] = result.format
