@@ -14,7 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from mlops.errors import Category, Problem
-from mlops.loader import yaml_read
+from mlops.loader import yaml_fast
 from mlops.loader.yaml_read import MAX_DEPTH, MAX_MANIFEST_BYTES, read_manifest
 
 
@@ -256,14 +256,14 @@ def test_careful_path_gives_the_same_data_as_the_fast_path() -> None:
 
 def test_pure_python_parser_reads_like_libyaml() -> None:
     class PureLoader(
-        yaml_read._PurePythonParser,
-        yaml_read._Yaml12Constructor,
-        yaml_read._Yaml12Resolver,
+        yaml_fast._PurePythonParser,
+        yaml_fast._Yaml12Constructor,
+        yaml_fast._Yaml12Resolver,
     ):
         def __init__(self, stream: str) -> None:
-            yaml_read._PurePythonParser.__init__(self, stream)
-            yaml_read._Yaml12Constructor.__init__(self)
-            yaml_read._Yaml12Resolver.__init__(self)
+            yaml_fast._PurePythonParser.__init__(self, stream)
+            yaml_fast._Yaml12Constructor.__init__(self)
+            yaml_fast._Yaml12Resolver.__init__(self)
 
     for text in SNIPPETS:
         loader = PureLoader(text)
