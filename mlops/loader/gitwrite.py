@@ -112,17 +112,24 @@ def delete_branch(root: Path, name: str) -> None:
         raise GitError(f"cannot delete branch {name!r}: {_first_line(exc)}") from None
 
 
-def commit_only(root: Path, paths: list[str], message: str) -> str:
-    """Commit exactly ``paths`` (new or changed), leaving whatever else is staged or modified alone."""
+def commit_only(root: Path, paths: list[str], message: str) -> tuple[str, str | None]:
+    """Commit exactly ``paths`` (new or changed), leaving whatever else is staged or modified alone.
+
+    Returns the new commit and the branch it is on (None on a detached HEAD): three git processes in all,
+    since each costs a few milliseconds of a command that registers a dataset or a model.
+    """
     try:
         _git(root, "add", "--", *paths)
-        if head_commit(root) is not None:
+        try:
             _git(root, "commit", "--quiet", "-m", message, "--only", "--", *paths)
-        else:  # the first commit of a repository: --only has no HEAD to start from
-            _git(root, "commit", "--quiet", "-m", message)
-        return _git(root, "rev-parse", "HEAD")
+        except _GitFailed:
+            if head_commit(root) is not None:
+                raise
+            _git(root, "commit", "--quiet", "-m", message)  # a git that refuses a partial first commit
+        sha, _, ref = _git(root, "rev-parse", "HEAD", "--symbolic-full-name", "HEAD").partition("\n")
     except _GitFailed as exc:
         raise GitError(f"cannot commit {', '.join(paths)}: {_first_line(exc)}") from None
+    return sha, ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
 
 
 def push(root: Path, branch: str, remote: str = "origin") -> None:

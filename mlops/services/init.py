@@ -62,7 +62,7 @@ def init_repository(root: Path, commit: bool = True) -> InitResult:
             None,
             note="git has no user.name/user.email here: files are written but not committed",
         )
-    sha = commit_only(
+    sha, _ = commit_only(
         root,
         list(files),
         "Initialize mlops state repository\n\n"

@@ -49,7 +49,8 @@ def publish(root: Path, changes: dict[str, str], message: str, options: CommitOp
     """
     if options.pull_request and not options.push:
         options = CommitOptions(options.commit, options.branch, True, True, options.remote, options.base)
-    original_branch = current_branch(root) if options.commit else None
+    # The branch to come back to if making a new one fails; without one, commit_only names the branch committed on.
+    original_branch = current_branch(root) if options.commit and options.branch else None
     if options.branch:
         create_branch(root, options.branch)
     originals = {rel: _read_or_none(root / rel) for rel in changes}
@@ -59,7 +60,7 @@ def publish(root: Path, changes: dict[str, str], message: str, options: CommitOp
             atomic_write_bytes(root / rel, text.encode("utf-8"))
         if not options.commit:
             return Publication(paths)
-        sha = commit_only(root, paths, message)
+        sha, on_branch = commit_only(root, paths, message)
     except BaseException:
         _restore(root, originals)
         if options.branch and original_branch:
@@ -67,7 +68,7 @@ def publish(root: Path, changes: dict[str, str], message: str, options: CommitOp
                 checkout(root, original_branch)
                 delete_branch(root, options.branch)
         raise
-    branch = options.branch or original_branch
+    branch = options.branch or on_branch
     pushed = False
     pr_url = None
     if options.push and branch:
@@ -78,7 +79,8 @@ def publish(root: Path, changes: dict[str, str], message: str, options: CommitOp
 
         github = GitHub.from_environment(remote_url(root, options.remote))
         title, _, body = message.partition("\n")
-        pr_url = github.open_pull_request(branch, options.base or original_branch or "main", title, body.strip())
+        base = options.base or (original_branch if options.branch else on_branch) or "main"
+        pr_url = github.open_pull_request(branch, base, title, body.strip())
     return Publication(paths, sha, branch, pushed, pr_url)
 
 
