@@ -6,7 +6,6 @@ import gc
 import importlib
 import os
 import sys
-import traceback
 from typing import NoReturn
 
 import click
@@ -125,6 +124,8 @@ def _main(args: list[str]) -> NoReturn:
         sys.exit(ExitCode.USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
     except MlopsError as exc:
         if _State.traceback:
+            import traceback  # only for --traceback: a command that succeeds never loads it
+
             traceback.print_exc()
         first, *details = exc.lines()
         click.echo(f"error: {first}", err=True)
@@ -136,6 +137,8 @@ def _main(args: list[str]) -> NoReturn:
         sys.exit(130)
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if _State.traceback:
+            import traceback
+
             traceback.print_exc()
         else:
             click.echo(f"internal error: {type(exc).__name__}: {exc} (run with --traceback for details)", err=True)

@@ -39,9 +39,8 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from mlops.errors import BlobNotFound, DigestMismatch, StoreError
 from mlops.stores.fileio import fsync_directory as _fsync_directory
@@ -49,6 +48,9 @@ from mlops.stores.fileio import make_read_only as _make_read_only
 from mlops.stores.fileio import write_all as _write_all
 from mlops.stores.packs import PACKS_FOLDER, PackIndex, PackWriter
 from mlops.stores.retry import DEFAULT_RETRY, RetryPolicy, with_retries
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 CHUNK = 1024 * 1024
 PIPELINE_CHUNK = 4 * 1024 * 1024
@@ -195,6 +197,8 @@ def _copy_and_hash(source: int, name: str, fd: int) -> tuple[str, int]:
     size = 0
     buffers = (bytearray(PIPELINE_CHUNK), bytearray(PIPELINE_CHUNK))
     reader = io.FileIO(source, "rb", closefd=False)
+    from concurrent.futures import ThreadPoolExecutor  # threads (and logging, which they import) only when used
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-store-write") as writer:
         pending: Future[None] | None = None
         turn = 0
@@ -281,6 +285,8 @@ def _fsync_files(names: list[str]) -> None:
                 os.close(fd)
 
     workers = max(1, min(FSYNC_WORKERS, len(names)))
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-store-fsync") as pool:
         for future in [pool.submit(fsync_share, names[i::workers]) for i in range(workers)]:
             future.result()
