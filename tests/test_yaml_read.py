@@ -276,6 +276,26 @@ def test_pure_python_parser_reads_like_libyaml() -> None:
 # -- refused, with a position ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("text", "code", "where"),
+    [
+        ("a: ok\nb: x\x01y\n", "U+0001 (a control character)", (2, 5)),  # ASCII text: the short class
+        ("a: café\nb: x\x01y\n", "U+0001 (a control character)", (2, 5)),  # other text: the full class
+        ("a: café\nb: x\x85y\n", "U+0085 (NEL, a line break only in YAML 1.1)", (2, 5)),
+        ("a: café\nb: x\ufffey\n", "U+FFFE (a non-character)", (2, 5)),
+    ],
+)
+def test_characters_yaml_forbids_are_named_with_their_position(text: str, code: str, where: tuple[int, int]) -> None:
+    problem = refused(text)
+    assert f"character {code} is not allowed in a manifest" in problem.message
+    assert (problem.line, problem.col) == where
+
+
+@pytest.mark.parametrize("text", ["a: café b\n", "a: naïve \u2026 text\n", "a: 😀\n"])
+def test_text_beyond_ascii_that_yaml_allows_is_read(text: str) -> None:
+    assert read(text)["a"] == text[3:-1]
+
+
 def test_empty_file() -> None:
     problem = refused("")
     assert (problem.line, problem.col) == (1, 1)
