@@ -99,7 +99,7 @@ def snapshot(
 ) -> SnapshotResult:
     """Snapshot ``request.path`` as a new version of ``request.name``; ``jobs`` processes hash (None: one per CPU)."""
     root = repo_root(root)
-    scanned = scan(request.path)
+    scanned = scan(request.path, jobs)
     cache = HashCache.for_repo(root)
     store = repo_store(root)
     with _pack_writer(store) as pack, start_hashing(scanned, cache, jobs, pack) as run:
