@@ -216,8 +216,8 @@ def test_a_file_that_changes_after_hashing_and_before_storing_registers_nothing(
 
     real = snapshot_register._read_table
 
-    def read_then_rewrite(source: Path, hashed: list[hashing.HashedFile]) -> object:
-        out = real(source, hashed)
+    def read_then_rewrite(source: Path, hashed: list[hashing.HashedFile], common: str | None) -> object:
+        out = real(source, hashed, common)
         (folder / "a.csv").write_text("x\n9\n", encoding="utf-8")  # same size, new bytes, new mtime
         os.utime(folder / "a.csv", ns=(1, 1))
         return out

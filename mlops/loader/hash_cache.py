@@ -53,8 +53,7 @@ class HashCache:
 
     def forget_under(self, prefix: str, keep: Iterable[str]) -> None:
         """Drop entries of files under ``prefix`` that a scan no longer found."""
-        kept = set(keep)
-        gone = [p for p in self.entries if p.startswith(prefix) and p not in kept]
+        gone = [p for p in self.entries.keys() - set(keep) if p.startswith(prefix)]  # set difference: C speed
         for path in gone:
             del self.entries[path]
         self._dirty = self._dirty or bool(gone)

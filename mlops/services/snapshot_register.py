@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +108,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         # Large files the cache does not know go straight into the local store, hashed on the way: one read
         # instead of two. Everything that can refuse the snapshot (unreadable tables, files that move) runs
         # first, so a refusal still leaves the store as it was.
-        early = _analyze(request, scanned, rules, index, store, now)
+        early = _analyze(request, scanned, _common_suffix(scanned), rules, index, store, now)
         _check_unchanged(scanned)
     identity = _while_workers_hash(root, rules is not None) if job.start.run.processes > 1 else None
     hashed, read = job.start.run.finish(job.start.hash_progress, skip=direct)
@@ -150,7 +151,8 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     # Only a new version needs what follows; an unchanged re-snapshot never imports it.
     from mlops.services.publish import publish
 
-    analysis = early if early is not None else _analyze(request, hashed, rules, index, store, now)
+    common = _common_suffix(hashed)  # one pass over the names, for the table check and the format
+    analysis = early if early is not None else _analyze(request, hashed, common, rules, index, store, now)
     table, profile, quality = analysis.table, analysis.profile, analysis.quality
     result.notes.extend(analysis.notes)
     if table is not None:
@@ -161,7 +163,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         _check_unchanged(hashed)  # files were read again to be stored: the bytes stored are the bytes hashed
     index_digest = fingerprint if with_index else None
 
-    result.format = _format(hashed, table)
+    result.format = _format(hashed, table, common)
     result.rows = None if profile is None else profile.rows
     result.columns = 0 if profile is None else len(profile.columns)
     result.quality = quality
@@ -206,15 +208,17 @@ class _Analysis:
 def _analyze(
     request: SnapshotRequest,
     files: Sequence[ScannedFile | HashedFile],
+    common: str | None,
     rules: LoadedRules | None,
     index: RepoIndex,
     store: ArtifactStore,
     now: dt.datetime,
 ) -> _Analysis:
-    """The table, its profile and the quality rules' verdict (read from the source files)."""
+    """The table, its profile and the quality rules' verdict (read from the source files; ``common``: the suffix
+    every file name has, if one)."""
     if not request.profile:
         return _Analysis(None, None, None, [])
-    table, notes = _read_table(request.path, files)
+    table, notes = _read_table(request.path, files, common)
     if table is None:
         if rules is not None:
             notes.append(f"quality rules in {rules.path} not run: the snapshot holds no table")
@@ -303,8 +307,9 @@ def _pick_version(
     return request.version
 
 
-def _read_table(source: Path, hashed: Sequence[ScannedFile | HashedFile]) -> tuple[Table | None, list[str]]:
-    common = _common_suffix(hashed)
+def _read_table(
+    source: Path, hashed: Sequence[ScannedFile | HashedFile], common: str | None
+) -> tuple[Table | None, list[str]]:
     if common is not None and table_format(common) is None:
         return None, []  # every name ends in the same suffix, and not a table's
     sources = []
@@ -374,10 +379,9 @@ def _store_index(store: ArtifactStore, index: bytes, fingerprint: str) -> None:
     assert digest == fingerprint, "the file index hashes to the fingerprint by construction"
 
 
-def _format(files: Sequence[HashedFile], table: Table | None) -> str:
+def _format(files: Sequence[HashedFile], table: Table | None, common: str | None) -> str:
     if table is not None:
         return table.format
-    common = _common_suffix(files)
     if common is not None:
         return common.lower().lstrip(".")
     suffixes = {_suffix(f.rel).lower().lstrip(".") for f in files}
@@ -396,9 +400,10 @@ def _common_suffix(files: Sequence[ScannedFile | HashedFile]) -> str | None:
     suffix = _suffix(files[0].rel)
     if not suffix:
         return None
+    rels = [f.rel for f in files]
     alone = "/" + suffix  # a name that is only the suffix (".bin", a hidden file) has none
-    if all(r.endswith(suffix) and not r.endswith(alone) and r != suffix for r in [f.rel for f in files]):
-        return suffix
+    if all(map(str.endswith, rels, repeat(suffix))) and not any(map(str.endswith, rels, repeat(alone))):
+        return suffix if suffix not in rels else None
     return None
 
 
