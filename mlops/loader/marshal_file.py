@@ -16,9 +16,15 @@ from mlops.loader.atomic import atomic_write_bytes
 _CRC = 4  # bytes of the crc32, big-endian, after the magic
 
 
-def write_map(file: Path, magic: bytes, value: dict[Any, Any], durable: bool = True) -> None:
-    """Replace ``file`` with ``value`` (see :func:`~mlops.loader.atomic.atomic_write_bytes` for ``durable``)."""
-    payload = marshal.dumps(value)
+def write_map(
+    file: Path, magic: bytes, value: dict[Any, Any], durable: bool = True, version: int = marshal.version
+) -> None:
+    """Replace ``file`` with ``value`` (see :func:`~mlops.loader.atomic.atomic_write_bytes` for ``durable``).
+
+    ``version`` is marshal's format; 2 writes no back-references, which is faster for values whose strings
+    are also held elsewhere (marshal then tracks each of them). :func:`read_map` reads every version.
+    """
+    payload = marshal.dumps(value, version)
     atomic_write_bytes(file, magic + zlib.crc32(payload).to_bytes(_CRC, "big") + payload, durable=durable)
 
 
