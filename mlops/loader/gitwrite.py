@@ -112,6 +112,11 @@ def delete_branch(root: Path, name: str) -> None:
         raise GitError(f"cannot delete branch {name!r}: {_first_line(exc)}") from None
 
 
+# After each commit git starts `git maintenance run --auto` (a process of its own, a third of a commit's time) to
+# see whether the repository needs packing. The user's own commits still do; one of ours need not.
+_NO_HOUSEKEEPING = ("-c", "maintenance.auto=false", "-c", "gc.auto=0")
+
+
 def commit_only(root: Path, paths: list[str], message: str) -> tuple[str, str | None]:
     """Commit exactly ``paths`` (new or changed), leaving whatever else is staged or modified alone.
 
@@ -121,11 +126,11 @@ def commit_only(root: Path, paths: list[str], message: str) -> tuple[str, str | 
     try:
         _git(root, "add", "--", *paths)
         try:
-            _git(root, "commit", "--quiet", "-m", message, "--only", "--", *paths)
+            _git(root, *_NO_HOUSEKEEPING, "commit", "--quiet", "-m", message, "--only", "--", *paths)
         except _GitFailed:
             if head_commit(root) is not None:
                 raise
-            _git(root, "commit", "--quiet", "-m", message)  # a git that refuses a partial first commit
+            _git(root, *_NO_HOUSEKEEPING, "commit", "--quiet", "-m", message)  # a git refusing a partial first commit
         sha, _, ref = _git(root, "rev-parse", "HEAD", "--symbolic-full-name", "HEAD").partition("\n")
     except _GitFailed as exc:
         raise GitError(f"cannot commit {', '.join(paths)}: {_first_line(exc)}") from None
