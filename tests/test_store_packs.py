@@ -360,3 +360,37 @@ def test_a_staging_folder_that_cannot_be_made_fails_while_adding(tmp_path: Path)
 def test_a_digest_must_be_a_sha256(tmp_path: Path) -> None:
     with LocalArtifactStore(tmp_path / "store").pack_writer() as writer, pytest.raises(ValueError, match="sha256"):
         writer.add_hashed("md5:0123", b"x")
+
+
+@pytest.mark.parametrize("most", [None, 1, 4_097, 70_000], ids=["whole", "1-byte", "4097-byte", "70000-byte"])
+def test_chunks_reach_the_file_whole_and_in_order_however_writev_splits_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most: int | None
+) -> None:
+    """More chunks than one writev takes, some empty, written by a system call that may stop at any byte."""
+    from mlops.stores import fileio
+
+    real = os.writev
+    calls = []
+
+    def writev_at_most(fd: int, buffers: list[bytes]) -> int:
+        calls.append(len(buffers))
+        if most is None:
+            return real(fd, buffers)
+        taken, room = [], most
+        for buffer in buffers:  # the first `most` bytes, as a kernel cut short by a signal would write them
+            if room <= 0:
+                break
+            taken.append(memoryview(buffer)[:room])
+            room -= len(buffer)
+        return real(fd, taken)
+
+    monkeypatch.setattr(fileio.os, "writev", writev_at_most)
+    chunks = [os.urandom(i % 700) for i in range(3000)]  # 3000 > 1024 per call; every 700th is empty
+    target = tmp_path / "out.bin"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fileio.write_all_of(fd, chunks)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"".join(chunks)
+    assert max(calls) <= 1024

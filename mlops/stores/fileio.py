@@ -13,6 +13,42 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _iov_max() -> int:
+    """How many buffers one ``writev`` takes (POSIX guarantees 16; Linux allows 1024)."""
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 16
+    return min(limit, 1024) if limit > 0 else 16
+
+
+_IOV_MAX = _iov_max()
+
+
+def write_all_of(fd: int, chunks: list[bytes]) -> None:
+    """:func:`write_all` of every chunk in turn, in as few ``writev`` calls as the system allows.
+
+    Joining many small chunks first would copy them into one fresh buffer, and a fresh buffer of megabytes
+    costs a page fault per 4 KiB: 5,000 faults for the 20 MiB of a 10,000-file snapshot.
+    """
+    if not hasattr(os, "writev"):  # Windows
+        for chunk in chunks:
+            write_all(fd, chunk)
+        return
+    start = 0
+    while start < len(chunks):
+        batch = chunks[start : start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        for chunk in batch:  # skip what was written whole; finish a chunk written in part
+            if written >= len(chunk):
+                written -= len(chunk)
+                start += 1
+                continue
+            write_all(fd, memoryview(chunk)[written:])
+            start += 1
+            break
+
+
 def make_read_only(fd: int, name: str | os.PathLike[str]) -> None:
     """Mode 0444, whatever the umask: stored bytes are never edited in place."""
     if os.chmod in os.supports_fd:

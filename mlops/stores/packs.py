@@ -29,12 +29,16 @@ from mlops.errors import StoreError
 from mlops.stores.fileio import fsync_directory as _fsync_directory
 from mlops.stores.fileio import make_read_only
 from mlops.stores.fileio import write_all as _write_all
+from mlops.stores.fileio import write_all_of as _write_all_of
 
 PACKS_FOLDER = "packs"
 INDEX_MAGIC = b"mlops-pack-index-v1\n"
 _HEADER = len(INDEX_MAGIC) + 9  # the magic line, then "%08x\n" % crc32(payload)
 _MARSHAL_VERSION = 4  # pinned: every Python since 3.4 reads it
-FLUSH_BYTES = 4 * 1024 * 1024  # staged bytes are written to the pack in chunks of about this much
+# Staged bytes go to the pack file in chunks of about this much, by writev from the buffers read: a bigger batch
+# held more freshly allocated memory at once, and fresh memory costs a page fault per 4 KiB (4 MiB batches took
+# 30 ms more of 10,000 small files than these).
+FLUSH_BYTES = 256 * 1024
 # A folder's mtime ticks coarsely (Linux: a clock tick; some file systems: seconds): a pack committed in the
 # same tick as our listing leaves it unchanged. A listing this close to the mtime is not trusted on a miss.
 RACY_NS = 2_000_000_000
@@ -373,10 +377,9 @@ class PackWriter:
             self._staging.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self._pack_tmp, _CREATE_FLAGS, 0o444)
             self._to_remove.append(self._pack_tmp)
-        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
-        self._buffer.clear()
+        chunks, self._buffer = self._buffer, []
         self._buffered = 0
-        _write_all(self._fd, data)
+        _write_all_of(self._fd, chunks)
 
     def _failed(self, exc: OSError) -> StoreError:
         self.abort()
