@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -12,6 +11,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None, durable
     """Replace ``path`` with ``data`` in one rename. ``durable=False`` skips the fsyncs, for caches: after a crash
     such a file may be empty or old, which a cache must detect (a checksum) and ignore anyway."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # with shutil, bz2 and lzma: 4 ms a command need not pay before it writes
+
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:

@@ -34,7 +34,6 @@ import marshal
 import mmap
 import os
 import select
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -131,7 +130,7 @@ class Workers:
         """Stop and reap every worker still running, and release the pipes; idempotent."""
         for worker, pid in list(self._pids.items()):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, 9)  # SIGKILL; the signal module is not loaded for a constant
             self._reap(worker)
         for fd in self._results.values():
             with contextlib.suppress(OSError):
@@ -258,6 +257,8 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
+            import signal
+
             return f"killed by {signal.Signals(number).name}"
         except ValueError:
             return f"killed by signal {number}"

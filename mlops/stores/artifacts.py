@@ -37,7 +37,6 @@ import io
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -398,6 +397,8 @@ class LocalArtifactStore:
     def _copy_verified(self, source: BinaryIO, size: int | None, digest: str, dest: Path) -> None:
         """Copy ``size`` bytes (None: to the end) to ``dest``, atomically, if they hash to ``digest``."""
         dest.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
         tmp = Path(tmp_name)
         try:
