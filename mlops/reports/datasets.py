@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # names for annotations only: a snapshot's report must not lo
     from mlops.manifests import DatasetVersion
     from mlops.services.data_quality import ValidationRun
     from mlops.services.datasets import DatasetSummary, DiffResult, GetResult, VersionDetail
-    from mlops.services.snapshot import SnapshotResult
+    from mlops.services.snapshot_result import SnapshotResult
 
 FORMATS = ("text", "json", "markdown", "html")
 MAX_LISTED = 50  # files or rows listed in text before "... and N more"

@@ -25,9 +25,8 @@ from mlops.services.store import repo_store
 from mlops.stores.artifacts import ArtifactStore, LocalArtifactStore
 
 if TYPE_CHECKING:
-    from mlops.analysis.quality import QualityResult
-    from mlops.services.publish import CommitOptions, Publication
-    from mlops.stores.notify import Delivery
+    from mlops.services.publish import CommitOptions
+    from mlops.services.snapshot_result import SnapshotResult
     from mlops.stores.packs import PackWriter
 
 Progress = Callable[[int, int], None]
@@ -42,34 +41,6 @@ class SnapshotRequest:
     tags: dict[str, str] = field(default_factory=dict)
     owner: str | None = None  # for a dataset that does not exist yet
     profile: bool = True  # read tables (schema, rows, statistics) and run quality rules
-
-
-@dataclass
-class SnapshotResult:
-    key: str
-    path: str  # the manifest's repository path
-    created: bool  # False: the same content is already registered as ``key``
-    fingerprint: str
-    files: int
-    size: int
-    hashed: int  # files read (the rest came from the stat cache)
-    stored: int  # blobs the store did not have
-    stored_bytes: int
-    streamed: int = 0  # large files hashed while they were copied into the store (new or not)
-    processes: int = 1  # that hashed small files (forked workers and the command's own)
-    format: str | None = None
-    rows: int | None = None
-    columns: int = 0
-    quality: QualityResult | None = None
-    rules: str | None = None
-    notes: list[str] = field(default_factory=list)
-    publication: Publication | None = None
-    deliveries: list[Delivery] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)  # stdout notifications, for the CLI to print
-
-    @property
-    def uri(self) -> str:
-        return f"dataset://{self.key}"
 
 
 @dataclass(frozen=True)

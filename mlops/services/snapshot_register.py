@@ -52,7 +52,8 @@ from mlops.services.data_versions import (
     version_path,
 )
 from mlops.services.repository import load_index
-from mlops.services.snapshot import SnapshotRequest, SnapshotResult, SnapshotStart
+from mlops.services.snapshot import SnapshotRequest, SnapshotStart
+from mlops.services.snapshot_result import SnapshotResult
 from mlops.stores.artifacts import ArtifactStore, LocalArtifactStore
 from mlops.validation.index import RepoIndex
 
