@@ -9,24 +9,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from mlops.errors import InputError, MlopsError, UsageError
+from mlops.errors import InputError, UsageError
 from mlops.inspect.formats import SUPPORTED, ArtifactInfo, UnsupportedArtifact, inspect_artifact, pack_directory
 from mlops.loader.gitwrite import git_identity
 from mlops.loader.manifest_io import render_manifest
 from mlops.manifests import ArtifactPolicy, Model, ModelVersion
-from mlops.manifests.base import API_VERSION, check_name, version_key
+from mlops.manifests.base import check_name, version_key
 from mlops.manifests.common import ArtifactFormat, Task
+from mlops.services.new_version import VersionConflict, check_version, first_manifest_text, manifest_data
 from mlops.services.publish import CommitOptions, Publication, publish
 from mlops.services.repository import load_index, registered_versions, repo_root
 from mlops.services.runs import lineage_of_run
 from mlops.services.store import repo_store
 from mlops.validation.index import RepoIndex
-
-
-class VersionConflict(MlopsError):
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -86,10 +81,10 @@ def register_model(root: Path, request: RegisterRequest, options: CommitOptions)
         )
     # Validate everything before anything is stored or written.
     draft = _version_data(root, request, version, info, "sha256:" + "0" * 64, 0, user_metrics, user_params)
-    _validated(version_path, draft)
+    check_version(ModelVersion, version_path, draft)
     digest, size = _store(root, request.path)
     data = _version_data(root, request, version, info, digest, size, user_metrics, user_params)
-    _validated(version_path, data)
+    check_version(ModelVersion, version_path, data)
     changes[version_path] = render_manifest(version_path, data)
     key = version_key(request.name, version)
     publication = publish(root, changes, _message(key, data, request), options)
@@ -220,16 +215,7 @@ def _version_data(
     if who:
         spec["createdBy"] = who
     spec["createdAt"] = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    return {"apiVersion": API_VERSION, "kind": "ModelVersion", "metadata": {"name": request.name}, "spec": spec}
-
-
-def _validated(path: str, data: dict[str, Any]) -> None:
-    try:
-        ModelVersion.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path}: would not be valid: {where}: {first['msg']}") from None
+    return manifest_data(ModelVersion, request.name, spec)
 
 
 def _new_model_text(root: Path, request: RegisterRequest, info: ArtifactInfo) -> str:
@@ -246,12 +232,7 @@ def _new_model_text(root: Path, request: RegisterRequest, info: ArtifactInfo) ->
     }
     if info.signature is not None and info.signature.inputs:
         spec["signature"] = info.signature.model_dump(exclude_none=True, exclude_defaults=True)
-    data = {"apiVersion": API_VERSION, "kind": "Model", "metadata": {"name": request.name}, "spec": spec}
-    try:
-        Model.model_validate(data)
-    except ValidationError as exc:
-        raise UsageError(f"cannot create model {request.name!r}: {exc.errors()[0]['msg']}") from None
-    return render_manifest(path, data)
+    return first_manifest_text(Model, path, request.name, spec, "model")
 
 
 def _message(key: str, data: dict[str, Any], request: RegisterRequest) -> str:

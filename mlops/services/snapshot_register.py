@@ -32,15 +32,13 @@ from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from mlops.errors import InputError, MlopsError, StoreError, UsageError
+from mlops.errors import InputError, StoreError, UsageError
 from mlops.loader.file_scan import ScannedFile
 from mlops.loader.gitwrite import git_identity
 from mlops.loader.hash_cache import RACY_NS, HashCache
 from mlops.loader.hashing import FileChanged, HashedFile, ensure_unchanged
 from mlops.manifests import Dataset, DatasetVersion
-from mlops.manifests.base import API_VERSION, check_name, version_key
+from mlops.manifests.base import check_name, version_key
 from mlops.manifests.dataset_version import index_fingerprint, sorted_index_bytes
 from mlops.services.data_tables import Table, TableSource, read_tables, table_format
 from mlops.services.data_versions import (
@@ -51,6 +49,7 @@ from mlops.services.data_versions import (
     repo_rules,
     version_path,
 )
+from mlops.services.new_version import VersionConflict, check_version, first_manifest_text, manifest_data
 from mlops.services.repository import load_index
 from mlops.services.snapshot import SnapshotRequest, SnapshotStart
 from mlops.services.snapshot_result import SnapshotResult
@@ -66,12 +65,6 @@ Progress = Callable[[int, int], None]
 # Up to this many files are listed in the manifest itself; larger trees keep the list in one store blob
 # (spec.filesIndex), so a 10,000-file snapshot stays a short, reviewable YAML file.
 INLINE_FILES = 200
-
-
-class VersionConflict(MlopsError):
-    """The version number asked for is taken by other content (UC-16 6a)."""
-
-    exit_code = 1
 
 
 def register_snapshot(start: SnapshotStart, now: dt.datetime | None = None) -> SnapshotResult:
@@ -455,13 +448,8 @@ def _version_data(
     if who:
         spec["createdBy"] = who
     spec["createdAt"] = iso(now)
-    data = {"apiVersion": API_VERSION, "kind": "DatasetVersion", "metadata": {"name": request.name}, "spec": spec}
-    try:
-        DatasetVersion.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{result.path}: would not be valid: {where}: {first['msg']}") from None
+    data = manifest_data(DatasetVersion, request.name, spec)
+    check_version(DatasetVersion, result.path, data)
     return data
 
 
@@ -475,14 +463,7 @@ def _new_dataset_text(root: Path, request: SnapshotRequest) -> str:
     spec: dict[str, Any] = {"owner": owner}
     if request.description:
         spec["description"] = request.description
-    data = {"apiVersion": API_VERSION, "kind": "Dataset", "metadata": {"name": request.name}, "spec": spec}
-    try:
-        Dataset.model_validate(data)
-    except ValidationError as exc:
-        raise UsageError(f"cannot create dataset {request.name!r}: {exc.errors()[0]['msg']}") from None
-    from mlops.loader.manifest_io import render_manifest
-
-    return render_manifest(path, data)
+    return first_manifest_text(Dataset, path, request.name, spec, "dataset")
 
 
 def _message(key: str, data: dict[str, Any], request: SnapshotRequest, result: SnapshotResult) -> str:
