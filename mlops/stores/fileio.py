@@ -39,14 +39,12 @@ def write_all_of(fd: int, chunks: list[bytes]) -> None:
     while start < len(chunks):
         batch = chunks[start : start + _IOV_MAX]
         written = os.writev(fd, batch)
-        for chunk in batch:  # skip what was written whole; finish a chunk written in part
-            if written >= len(chunk):
-                written -= len(chunk)
-                start += 1
-                continue
-            write_all(fd, memoryview(chunk)[written:])
+        for chunk in batch:  # past what was written whole; a chunk written in part is finished on its own
             start += 1
-            break
+            if written < len(chunk):
+                write_all(fd, memoryview(chunk)[written:])
+                break
+            written -= len(chunk)
 
 
 def make_read_only(fd: int, name: str | os.PathLike[str]) -> None:

@@ -273,13 +273,7 @@ class PackWriter:
         if self._state != "open":
             raise ValueError(f"this pack writer is {self._state}")
         try:
-            self._flush()
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                try:
-                    _seal(fd, self._pack_tmp)
-                finally:
-                    os.close(fd)
+            self._seal_pack()
         except OSError as exc:
             raise self._failed(exc) from exc
         self._state = "sealed"
@@ -335,13 +329,7 @@ class PackWriter:
     def _write_index(self) -> None:
         """Seal this writer's pack file (a part's worker did already) and write its index beside it, fsynced."""
         if self._state == "open":
-            self._flush()
-            assert self._fd is not None
-            fd, self._fd = self._fd, None
-            try:
-                _seal(fd, self._pack_tmp)
-            finally:
-                os.close(fd)
+            self._seal_pack()
         self._to_remove = [self._index_tmp, self._pack_tmp]
         fd = os.open(self._index_tmp, _CREATE_FLAGS, 0o444)
         try:
@@ -349,6 +337,16 @@ class PackWriter:
             _seal(fd, self._index_tmp)
         finally:
             os.close(fd)
+
+    def _seal_pack(self) -> None:
+        """Write what is buffered, then fsync and close the pack file (if anything was staged)."""
+        self._flush()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                _seal(fd, self._pack_tmp)
+            finally:
+                os.close(fd)
 
     def abort(self) -> None:
         """Remove what this writer wrote (an index first); idempotent, and a no-op after commit."""
