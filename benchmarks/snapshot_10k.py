@@ -24,7 +24,7 @@ Each measurement is repeated (median reported), in the same run and on the same 
 An untimed snapshot of two files runs first, so that Python's bytecode cache is filled as a user's
 first run fills it (the CLI runs do not inherit ``PYTHONDONTWRITEBYTECODE``). The files are written
 and flushed to disk (``os.sync``, so that no measurement waits for their write-back), then the
-benchmark waits out the stat cache's "racily clean" window (2 s, see ``mlops/loader/hash_cache.py``):
+benchmark waits out the stat cache's "racily clean" window (2 s, see ``mlops/loader/stat_keys.py``):
 files changed within it are never remembered, so a re-snapshot right after writing would (correctly)
 read them again.
 
@@ -56,7 +56,7 @@ from pathlib import Path
 
 RATIO_GOAL = 1.5
 RESNAPSHOT_GOAL = 1.0
-RACY_WAIT = 2.1  # seconds; mlops.loader.hash_cache.RACY_NS plus a margin
+RACY_WAIT = 2.1  # seconds; mlops.loader.stat_keys.RACY_NS plus a margin
 
 
 def say(message: str) -> None:

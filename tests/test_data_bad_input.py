@@ -12,6 +12,7 @@ import yaml
 from conftest import SEED, Result, git, run_mlops
 
 import mlops.loader.hashing as hashing
+import mlops.loader.stat_keys as stat_keys
 
 CSV = (SEED / "customers-v1.csv").read_text(encoding="utf-8")
 
@@ -246,7 +247,7 @@ def test_many_tiny_files_keep_the_manifest_small_and_come_back(
         (sub / f"f{i:05d}.bin").write_bytes(str(i % 2500).encode())  # 500 duplicates of other files' bytes
     # Files written this very second are "racily clean" and not remembered (see test_data_hashing); here the
     # window is closed so that the cache's effect shows without waiting two seconds.
-    monkeypatch.setattr(hashing, "RACY_NS", 0)
+    monkeypatch.setattr(stat_keys, "RACY_NS", 0)
     result = data(example_repo, "snapshot", str(folder), "--name", "tiny", "--owner", "o@example.com")
     assert result.code == 0, result.err
     assert "3,000 files" in result.out

@@ -207,9 +207,9 @@ def test_files_the_stat_cache_knows_are_stored_again_when_the_store_lost_them(
     """Blobs the pack took while hashing need no check; files nobody read (cache hits) are asked about and re-stored."""
     import shutil
 
-    from mlops.loader import hashing
+    from mlops.loader import stat_keys
 
-    monkeypatch.setattr(hashing, "RACY_NS", 0)  # remember files written just now (see test_data_hashing)
+    monkeypatch.setattr(stat_keys, "RACY_NS", 0)  # remember files written just now (see test_data_hashing)
     folder = tmp_path / "tree"
     folder.mkdir()
     for i in range(30):

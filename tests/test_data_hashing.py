@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlops.errors import InputError
-from mlops.loader import hash_cache, hashing
+from mlops.loader import hash_cache, hashing, stat_keys
 from mlops.loader.file_scan import scan
 from mlops.loader.hash_cache import HashCache
 from mlops.loader.hashing import FileChanged, hash_files
@@ -56,7 +56,7 @@ def test_stat_cache_skips_stable_files_and_rehashes_recent_ones(
     cache.save()
     assert HashCache(cache_file).entries == {}
     # Stable (the window closed): remembered, and a second run reads nothing.
-    monkeypatch.setattr(hashing, "RACY_NS", 0)
+    monkeypatch.setattr(stat_keys, "RACY_NS", 0)
     cache = HashCache(cache_file)
     hash_files(scan(tmp_path / "t"), cache)
     cache.save()
@@ -72,7 +72,7 @@ def test_stat_cache_skips_stable_files_and_rehashes_recent_ones(
 
 def test_damaged_cache_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_tree(tmp_path / "t", count=5)
-    monkeypatch.setattr(hashing, "RACY_NS", 0)
+    monkeypatch.setattr(stat_keys, "RACY_NS", 0)
     cache_file = tmp_path / hash_cache.CACHE_FILE
     cache = HashCache(cache_file)
     hash_files(scan(tmp_path / "t"), cache)

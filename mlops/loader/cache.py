@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 from mlops.loader.marshal_file import read_map, write_map
+from mlops.loader.stat_keys import StatKey
+from mlops.loader.stat_keys import stat_key as stat_key
 from mlops.loader.yaml_read import PARSER_VERSION
-
-StatKey = tuple[int, int, int, int]
 
 _SHARDS = "0123456789abcdef"
 _MAGIC = b"mlops-parse-cache\n"
@@ -92,10 +91,6 @@ def blob_id(data: bytes) -> str:
     digest = hashlib.sha1(b"blob %d\0" % len(data), usedforsecurity=False)
     digest.update(data)
     return digest.hexdigest()
-
-
-def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 class ParseCache:

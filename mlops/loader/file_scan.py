@@ -19,18 +19,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mlops.errors import InputError
-
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+from mlops.loader.stat_keys import StatKey, stat_key
 
 
 class ScannedFile(NamedTuple):  # a tuple, not a dataclass: 10,000 of them are built per snapshot
     rel: str  # the path recorded in the snapshot: relative, '/'-separated
     path: str  # where to read it (a link inside the folder is read through)
     key: StatKey  # stat of what is read (the link's target for a link)
-
-
-def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def scan(source: Path, processes: int | None = None) -> list[ScannedFile]:

@@ -1,8 +1,8 @@
 """The stat cache of snapshots, like git's index: path -> (size, mtime_ns, ctime_ns, inode, digest).
 
 It lives in ``.mlops/cache/hashes-v1.marshal``. A file whose stat matches is not read again. Files
-changed less than :data:`RACY_NS` before the scan are not remembered, since a change within the same
-timestamp tick would leave their stat as it was ("racily clean").
+changed within :data:`~mlops.loader.stat_keys.RACY_NS` of the cache's making are not remembered, since a
+change within the same timestamp tick would leave their stat as it was ("racily clean").
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from mlops.loader.file_scan import StatKey
 from mlops.loader.marshal_file import read_map, write_map
+from mlops.loader.stat_keys import StatKey, is_stable, stable_before
 
-RACY_NS = 2_000_000_000
 CACHE_FILE = "hashes-v1.marshal"
 _MAGIC = b"mlops-hash-cache\n"
 
@@ -24,6 +23,7 @@ class HashCache:
 
     def __init__(self, file: Path | None) -> None:
         self.file = file
+        self.stable_before = stable_before()  # made after the scan: a file changed since then is not remembered
         self.entries: dict[str, tuple[int, int, int, int, str]] = {}
         self._dirty = False
         if file is not None:
@@ -43,9 +43,12 @@ class HashCache:
         self.remember_all([(path, key, digest)])
 
     def remember_all(self, found: Iterable[tuple[str, StatKey, str]]) -> None:
-        """:meth:`remember` for many ``(path, key, digest)``: one call per batch of a hashing run."""
-        entries = self.entries
+        """:meth:`remember` for many ``(path, key, digest)``: one call per batch of a hashing run. Files changed
+        too recently to be trusted by their stat (see :mod:`~mlops.loader.stat_keys`) are left out."""
+        entries, before = self.entries, self.stable_before
         for path, key, digest in found:
+            if not is_stable(key, before):
+                continue
             value = (*key, digest.removeprefix("sha256:"))
             if entries.get(path) != value:
                 entries[path] = value

@@ -16,14 +16,14 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from mlops.errors import InputError
-from mlops.loader.file_scan import ScannedFile, StatKey, stat_key
-from mlops.loader.hash_cache import RACY_NS, HashCache
+from mlops.loader.file_scan import ScannedFile
+from mlops.loader.hash_cache import HashCache
 from mlops.loader.hash_workers import MAX_JOBS, Workers, can_fork, usable_cpus
+from mlops.loader.stat_keys import StatKey, stat_key
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -102,7 +102,6 @@ class HashRun:
         self.files = files
         self.cache = cache
         self.sink = sink
-        self.stable_before = time.time_ns() - RACY_NS
         self.out: list[HashedFile | None] = [None] * len(files)
         todo: list[int] = []
         cached: list[int] = []
@@ -225,14 +224,13 @@ class HashRun:
             progress(self.done + live, self._total)
 
     def _record(self, batch: list[int], digests: list[str]) -> None:
-        files, out, stable_before = self.files, self.out, self.stable_before
-        stable = []
+        files, out = self.files, self.out
+        found = []
         for i, digest in zip(batch, digests, strict=True):
             rel, path, key = files[i]
             out[i] = HashedFile(rel, path, key, digest)
-            if key[1] < stable_before and key[2] < stable_before:
-                stable.append((path, key, digest))
-        self.cache.remember_all(stable)
+            found.append((path, key, digest))
+        self.cache.remember_all(found)  # it leaves out files changed too recently to be trusted by their stat
         self.done += len(batch)
 
 

@@ -9,24 +9,18 @@ from __future__ import annotations
 import functools
 import os
 import stat as stat_module
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from mlops.errors import Category, InputError, Problem
-from mlops.loader.cache import ParseCache, blob_id, stat_key
+from mlops.loader.cache import ParseCache, blob_id
+from mlops.loader.stat_keys import is_stable, stable_before, stat_key
 from mlops.loader.yaml_read import read_manifest
 from mlops.validation import SourceDocument
 from mlops.validation.layout import MANAGED_ROOTS, is_manifest_path
 
 Progress = Callable[[int, int], None]
-
-# A file changed less than this long before the scan may change again within the same timestamp tick (FAT
-# keeps 2 s, other file systems a clock tick) without its stat changing: its stat is not remembered, so the
-# next run reads and hashes it again ("racily clean" in git's terms). Costs one re-read per recent edit.
-RACY_NS = 2_000_000_000
-
 
 class Snapshot(Protocol):
     label: str
@@ -49,7 +43,7 @@ class WorktreeSnapshot:
 
     def _scan(self) -> dict[str, os.stat_result]:
         if self._stats is None:
-            self._stable_before_ns = time.time_ns() - RACY_NS
+            self._stable_before_ns = stable_before()  # see stat_keys: recent edits are not remembered
             found: dict[str, os.stat_result] = {}
             for top in MANAGED_ROOTS:
                 self._walk(self._prefix + top, top, found)
@@ -87,7 +81,7 @@ class WorktreeSnapshot:
             return known, None
         data = self.read(path)
         blob = blob_id(data)
-        if max(st.st_mtime_ns, st.st_ctime_ns) < self._stable_before_ns:
+        if is_stable(key, self._stable_before_ns):
             cache.remember_stat(path, key, blob)
         return blob, data
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.errors import InputError, StoreError, UsageError
 from mlops.loader.file_scan import ScannedFile
 from mlops.loader.gitwrite import git_identity
-from mlops.loader.hash_cache import RACY_NS, HashCache
+from mlops.loader.hash_cache import HashCache
 from mlops.loader.hashing import FileChanged, HashedFile, ensure_unchanged
 from mlops.manifests import Dataset, DatasetVersion
 from mlops.manifests.base import check_name, version_key
@@ -241,7 +240,6 @@ def _direct_candidates(
 
 def _store_direct(store: ArtifactStore, direct: list[ScannedFile], cache: HashCache) -> list[HashedFile]:
     """Put each file in the store, which hashes it while copying; the stat before and after must agree."""
-    stable_before = time.time_ns() - RACY_NS
     out = []
     for scanned in direct:
         try:
@@ -250,8 +248,7 @@ def _store_direct(store: ArtifactStore, direct: list[ScannedFile], cache: HashCa
             raise FileChanged(f"{scanned.path}: removed while the snapshot read it; nothing was registered") from None
         ensure_unchanged(scanned.path, scanned.key, size)
         hashed = HashedFile(scanned.rel, scanned.path, scanned.key, digest)
-        if max(scanned.key[1], scanned.key[2]) < stable_before:
-            cache.remember(scanned.path, scanned.key, digest)
+        cache.remember(scanned.path, scanned.key, digest)
         out.append(hashed)
     return out
 
