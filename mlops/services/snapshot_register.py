@@ -319,9 +319,9 @@ def _check_unchanged(hashed: Sequence[ScannedFile | HashedFile]) -> None:
 def _store_blobs(job: _Job, hashed: list[HashedFile], result: SnapshotResult, index: bytes | None) -> bool:
     """Make every blob of ``hashed`` (and ``index``, their list) durable in the store; True if files were re-read.
 
-    Blobs staged in the pack while hashing become visible first. Only the files whose bytes the pack never saw
-    (the ones the stat cache knew, so nobody read them, and large ones) can still be missing: the store is asked
-    about those, and what it lacks (a store that lost their blobs, say) is read and stored now.
+    Blobs staged in the pack while hashing become visible first. When the pack saw every file's bytes, nothing
+    can be missing. Otherwise (the stat cache knew some files, so nobody read them, or some were large) the store
+    is asked, and what it lacks (a store that lost their blobs, say) is read and stored now.
     """
     store, pack = job.start.store, job.start.pack
     if pack is not None:
@@ -331,11 +331,9 @@ def _store_blobs(job: _Job, hashed: list[HashedFile], result: SnapshotResult, in
         pack.commit()
     elif index is not None:
         _store_index(store, index, result.fingerprint)
-    files, run = job.start.scanned, job.start.run
-    unsunk = {files[i].rel for i in run.unsunk}
-    if not unsunk:
-        return False
-    missing = store.missing(h.digest for h in hashed if h.rel in unsunk)
+    if job.start.run.all_staged:
+        return False  # the pack just committed holds every blob (or the store did before)
+    missing = store.missing(h.digest for h in hashed)
     todo: dict[str, HashedFile] = {}
     for h in hashed:
         if h.digest in missing and h.digest not in todo:
