@@ -104,12 +104,7 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         early = _analyze(request, scanned, _common_suffix(scanned), rules, index, store, now)
         _check_unchanged(scanned)
     identity = _while_workers_hash(root, rules is not None) if job.start.run.processes > 1 else None
-    hashed, read = job.start.run.finish(job.start.hash_progress, skip=direct)
-    if direct:
-        hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
-        read += len(direct)
-    cache.forget_under(_cache_prefix(scanned, request.path), (f.path for f in scanned))
-    cache.save()  # digests are true whatever happens next; a retry need not read the files again
+    hashed, read = _join_hashing(job, scanned, direct)
 
     # Straight from the hashed files, with no DataFile model or other record per file: the scan already refused
     # every name a DataFile would (see file_scan._check_name), and 10,000 records cost more than hashing a
@@ -141,9 +136,6 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
         result.columns = len(existing.spec.columns)
         return result
 
-    # Only a new version needs what follows; an unchanged re-snapshot never imports it.
-    from mlops.services.publish import publish
-
     common = _common_suffix(hashed)  # one pass over the names, for the table check and the format
     analysis = early if early is not None else _analyze(request, hashed, common, rules, index, store, now)
     table, profile, quality = analysis.table, analysis.profile, analysis.quality
@@ -163,18 +155,40 @@ def _snapshot_into(job: _Job, scanned: list[ScannedFile]) -> SnapshotResult:
     result.rules = rules.path if rules is not None and quality is not None else None
     who = identity if identity is not None else git_identity(root)
     data = _version_data(who, request, number, hashed, fingerprint, size, index_digest, result, profile, rules, now)
-    from mlops.loader.manifest_io import render_manifest  # ruamel: only a new version is written
+    _publish_version(job, result, data, dataset is None, rules)
+    return result
 
+
+def _join_hashing(job: _Job, scanned: list[ScannedFile], direct: set[str]) -> tuple[list[HashedFile], int]:
+    """Every file's digest (the workers', this process's, and the large files stored as they were hashed), how
+    many were read, and the stat cache saved."""
+    request, cache, store = job.start.request, job.start.cache, job.start.store
+    hashed, read = job.start.run.finish(job.start.hash_progress, skip=direct)
+    if direct:
+        hashed = _merge(scanned, hashed, _store_direct(store, [s for s in scanned if s.rel in direct], cache))
+        read += len(direct)
+    cache.forget_under(_cache_prefix(scanned, request.path), (f.path for f in scanned))
+    cache.save()  # digests are true whatever happens next; a retry need not read the files again
+    return hashed, read
+
+
+def _publish_version(
+    job: _Job, result: SnapshotResult, data: dict[str, Any], new_dataset: bool, rules: LoadedRules | None
+) -> None:
+    """Write the version (and a new dataset's manifest) in one commit, then tell the quality rules' targets."""
+    from mlops.loader.manifest_io import render_manifest  # ruamel: only a new version is written
+    from mlops.services.publish import publish
+
+    root, request = job.start.root, job.start.request
     changes = {result.path: render_manifest(result.path, data)}
-    if dataset is None:
+    if new_dataset:
         changes[f"registry/datasets/{request.name}/dataset.yaml"] = _new_dataset_text(root, request)
-    result.publication = publish(root, changes, _message(key, data, request, result), job.start.options)
-    if quality is not None and rules is not None:
+    result.publication = publish(root, changes, _message(result.key, data, request, result), job.start.options)
+    if result.quality is not None and rules is not None:
         from mlops.services.data_quality import notification_for, notify
 
-        notification = notification_for(key, quality, result.publication.commit)
+        notification = notification_for(result.key, result.quality, result.publication.commit)
         result.deliveries = notify(root, rules, notification, result.messages.append)
-    return result
 
 
 def _while_workers_hash(root: Path, rules: bool) -> str | None:
