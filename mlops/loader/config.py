@@ -18,7 +18,6 @@ DEFAULT_STORE = ".mlops/store"
 DEFAULT_TRACKING = "sqlite:///.mlops/tracking.db"  # relative to the repository
 
 
-
 def repo_root(root: Path) -> Path:
     """``root``, once it is known to be an mlops repository (one of the managed folders exists)."""
     if not root.is_dir():

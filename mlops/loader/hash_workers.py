@@ -161,7 +161,7 @@ class Workers:
             raise
         if pid == 0:  # pragma: no cover - the child's coverage is not collected; tests check what it sends
             _run_worker(worker, self._queue, result_w, do_job, finish, weight, self._counts)
-        os.close(result_w)  # the worker's copy is the only writer left: its exit is the end of the payload
+        os.close(result_w)  # the worker's copy is the only writer left: its closing it ends the payload
         self._pids[worker] = pid
         self._results[worker] = result_r
 
