@@ -330,7 +330,7 @@ def ensure_unchanged(path: str, key: StatKey, read: int | None = None) -> None:
     except OSError as exc:
         raise _read_failed(path, exc) from None
     if after != key or (read is not None and read != key[0]):
-        raise FileChanged(changed_message(path, key, after, read))
+        raise FileChanged(_changed_message(path, key, after, read))
 
 
 def _read_failed(path: str, exc: OSError) -> InputError:
@@ -339,7 +339,7 @@ def _read_failed(path: str, exc: OSError) -> InputError:
     return InputError(f"{path}: cannot read: {exc.strerror or exc}")
 
 
-def changed_message(path: str, before: StatKey, after: StatKey, read: int | None = None) -> str:
+def _changed_message(path: str, before: StatKey, after: StatKey, read: int | None = None) -> str:
     what = []
     if before[0] != after[0]:
         what.append(f"size {before[0]:,} -> {after[0]:,} bytes")
