@@ -75,7 +75,7 @@ Make = Callable[[str, str, StatKey], Found]
 def _fork_count(entries: list[os.DirEntry[str]], processes: int | None) -> int:
     if processes is not None and processes <= 1:
         return 0
-    if len(entries) < SHARE_MIN_ENTRIES and sum(e.is_dir(follow_symlinks=False) for e in entries) < SHARE_MIN_FOLDERS:
+    if len(entries) < SHARE_MIN_ENTRIES and sum(map(_is_folder, entries)) < SHARE_MIN_FOLDERS:
         return 0
     from mlops.loader.hash_workers import can_fork, usable_cpus
 
@@ -83,6 +83,14 @@ def _fork_count(entries: list[os.DirEntry[str]], processes: int | None) -> int:
         return 0
     wanted = usable_cpus() if processes is None else processes
     return max(0, min(wanted - 1, MAX_SCAN_FORKS))
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Without a type from the listing, is_dir() stats the entry, which may fail: the walk then says why."""
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _walk_shared(entries: list[os.DirEntry[str]], root: str, source: Path, forks: int) -> list[ScannedFile]:
